@@ -1,0 +1,1 @@
+"""soundnet8 benchmarks."""

@@ -1,0 +1,112 @@
+"""The one place ONNX Runtime sessions are made.
+
+Providers come from a closed set (auto/cpu/cuda). Threads are set deliberately: on small CPUs one
+intra-op thread per worker process measures faster than one session spreading over every core,
+so the caller passes the layout it wants and nothing is left to ONNX Runtime's defaults.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+class Provider(enum.Enum):
+    AUTO = "auto"  # CUDA when onnxruntime-gpu sees a GPU, else CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class GraphOptimization(enum.Enum):
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+    def ort_level(self):
+        import onnxruntime as ort
+
+        return {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.value]
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    provider: Provider = Provider.AUTO
+    intra_op_threads: int = 1
+    graph_optimization: GraphOptimization = GraphOptimization.ALL
+    cuda_device: int = 0
+    # cuDNN's exhaustive search pays off only when shapes repeat, which length bucketing ensures.
+    cudnn_search: str = "EXHAUSTIVE"
+
+
+class CudaFallbackWarning(RuntimeWarning):
+    """CUDA was asked for (or auto-selected) but the session runs on the CPU."""
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def resolve_provider(provider: Provider) -> Provider:
+    """AUTO -> CUDA when onnxruntime-gpu is installed with its CUDA provider, else CPU."""
+    available = available_providers()
+    if provider is Provider.AUTO:
+        return Provider.CUDA if CUDA_PROVIDER in available else Provider.CPU
+    if provider is Provider.CUDA and CUDA_PROVIDER not in available:
+        raise ModelError(
+            f"provider 'cuda' is not available in this onnxruntime (available: {', '.join(available)}); "
+            "install onnxruntime-gpu instead of onnxruntime (pip uninstall onnxruntime && pip install 'soundnet8[gpu]')"
+        )
+    return provider
+
+
+def create_session(model_path: str | os.PathLike, config: SessionConfig = SessionConfig()):
+    """An InferenceSession on the resolved provider, warning if CUDA silently fell back to CPU."""
+    import onnxruntime as ort
+
+    provider = resolve_provider(config.provider)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.intra_op_threads
+    options.inter_op_num_threads = 1  # the graph is a chain: no parallel branches to schedule
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = config.graph_optimization.ort_level()
+    options.log_severity_level = 3  # ORT's own warnings go through our messages instead
+    if provider is Provider.CUDA:
+        providers = [
+            (CUDA_PROVIDER, {"device_id": config.cuda_device, "cudnn_conv_algo_search": config.cudnn_search}),
+            CPU_PROVIDER,
+        ]
+    else:
+        providers = [CPU_PROVIDER]
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=providers)
+    except Exception as exc:
+        raise ModelError(f"{model_path}: ONNX Runtime cannot load the model ({exc})") from exc
+    if provider is Provider.CUDA and CUDA_PROVIDER not in session.get_providers():
+        warnings.warn(
+            "CUDA was requested but ONNX Runtime fell back to the CPU (CUDA/cuDNN libraries missing or "
+            "no device); check `nvidia-smi` and onnxruntime-gpu's CUDA requirements",
+            CudaFallbackWarning, stacklevel=2,
+        )
+    return session
+
+
+def session_provider(session) -> Provider:
+    return Provider.CUDA if session.get_providers()[0] == CUDA_PROVIDER else Provider.CPU
