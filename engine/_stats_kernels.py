@@ -6,12 +6,15 @@ unsigned *key* (:func:`_key`): ``a < b`` as floats exactly when ``key(a) < key(b
 the key's leading bits then locate order statistics exactly, with no rounding anywhere.
 
 Parallelism is over blocks of adjacent columns (``prange``), so each column (its histogram, its
-counters, its top-k heap) belongs to exactly one thread: no atomics and no per-thread copies, and
-a row of a block is one contiguous cache line or two. Kernels are compiled lazily on first call
-(nothing at import) and cached on disk (``cache=True``), so a second process pays no JIT.
+counters, its top-k heap) belongs to exactly one thread: no atomics, no per-thread copies. A
+block copies a tile of its rows into a small column-major buffer (row segments read in order),
+then walks each column contiguously with the column's state in registers: measured 1.4x faster
+than walking the row-major chunk column by column (rows 4 KiB apart defeat the prefetchers).
 
-Key arithmetic is done in uint64 whatever the data width: numba promotes mixed signed/unsigned
-integer arithmetic to float64, so every constant reaches the kernels as a ``np.uint64``.
+Kernels are compiled lazily on first call (nothing at import) and cached on disk
+(``cache=True``), so a second process pays no JIT. Key arithmetic is done in uint64 whatever the
+data width: numba promotes mixed signed/unsigned arithmetic to float64, so every constant
+reaches the kernels as a ``np.uint64``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-BLOCK_COLS = 16
-"""Columns per parallel task: 16 float32 are one 64-byte cache line per row."""
+BLOCK_COLS = 32
+"""Columns per parallel task; their 32 level-0 histograms (512 KiB) stay in L2."""
+
+TILE_ROWS = 256
+"""Rows per tile: a 32 x 256 tile of float32 is 32 KiB, in L1 while its columns are walked."""
+
+
+@njit(inline="always", cache=True)
+def _load_tile(u, t0, t1, c0, c1, tile):
+    """tile[j, i - t0] = u[i, c0 + j]: read row segments in order, store column-major."""
+    for i in range(t0, t1):
+        for c in range(c0, c1):
+            tile[c - c0, i - t0] = u[i, c]
 
 
 @njit(inline="always", cache=True)
@@ -29,13 +43,12 @@ def _key(v, sign, full):
 
     Positive numbers get the sign bit set (they sort above every negative); negative numbers are
     bit-inverted (a larger magnitude sorts lower). -0.0 gets the key of +0.0 because the two
-    compare equal, as they do in ``np.partition`` and in ``x > threshold``.
+    compare equal, as they do in ``np.partition`` and in ``x > threshold``. Branch-free (selects),
+    since signs are unpredictable in logits.
     """
-    if v == sign:
-        return sign
-    if v & sign:
-        return full ^ v
-    return v | sign
+    v = np.uint64(0) if v == sign else v
+    flip = full if v & sign else sign
+    return v ^ flip
 
 
 @njit(inline="always", cache=True)
@@ -83,6 +96,24 @@ def _sift_down(keys, rows, c, n):
             break
 
 
+@njit(inline="always", cache=True)
+def _tile_extremes(col, n, sign, full):
+    """(min key, its count, max key, its count) of col[:n]: branch-free loops LLVM vectorises."""
+    mn = full
+    mx = np.uint64(0)
+    for j in range(n):
+        k = _key(np.uint64(col[j]), sign, full)
+        mn = min(mn, k)
+        mx = max(mx, k)
+    mc = 0
+    xc = 0
+    for j in range(n):
+        k = _key(np.uint64(col[j]), sign, full)
+        mc += k == mn
+        xc += k == mx
+    return mn, mc, mx, xc
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def scan_first(
     u, row0, sign, full, absmask, infbits, shift,
@@ -91,7 +122,9 @@ def scan_first(
     """Pass 1 over one chunk: level-0 histogram, min/max with their multiplicity, NaN rows, top-k.
 
     ``hist[c, key >> shift]`` counts the keys' leading bits; ``top_keys``/``top_rows`` hold a
-    min-heap per column whose root is the weakest of the ``top_len[c]`` best so far.
+    min-heap per column whose root is the weakest of the ``top_len[c]`` best so far. The
+    histogram loop does only the scatter; extremes and top-k get their own loops over the tile
+    (vectorised, and the top-k one skipped unless the tile's max beats the heap's root).
     """
     n_rows, n_cols = u.shape
     k_top = top_keys.shape[1]
@@ -99,37 +132,49 @@ def scan_first(
     for b in prange(n_blocks):
         c0 = b * BLOCK_COLS
         c1 = min(n_cols, c0 + BLOCK_COLS)
-        for i in range(n_rows):
-            row = row0 + i
+        tile = np.empty((BLOCK_COLS, TILE_ROWS), dtype=u.dtype)
+        for t0 in range(0, n_rows, TILE_ROWS):
+            t1 = min(n_rows, t0 + TILE_ROWS)
+            n = t1 - t0
+            _load_tile(u, t0, t1, c0, c1, tile)
             for c in range(c0, c1):
-                v = np.uint64(u[i, c])
-                if (v & absmask) > infbits:  # NaN: recorded, the caller raises naming the row
-                    if nan_row[c] < 0:
-                        nan_row[c] = row
+                col = tile[c - c0]
+                h = hist[c]
+                for j in range(n):
+                    v = np.uint64(col[j])
+                    if (v & absmask) > infbits:  # NaN: recorded, the caller raises naming the row
+                        if nan_row[c] < 0:
+                            nan_row[c] = row0 + t0 + j
+                        continue
+                    h[np.intp(_key(v, sign, full) >> shift)] += 1
+                mn, mc, mx, xc = _tile_extremes(col, n, sign, full)
+                if mn < minkey[c]:
+                    minkey[c] = mn
+                    mincount[c] = mc
+                elif mn == minkey[c]:
+                    mincount[c] += mc
+                if mx > maxkey[c]:
+                    maxkey[c] = mx
+                    maxcount[c] = xc
+                elif mx == maxkey[c]:
+                    maxcount[c] += xc
+                if k_top == 0:
                     continue
-                k = _key(v, sign, full)
-                hist[c, np.intp(k >> shift)] += 1
-                if k < minkey[c]:
-                    minkey[c] = k
-                    mincount[c] = 1
-                elif k == minkey[c]:
-                    mincount[c] += 1
-                if k > maxkey[c]:
-                    maxkey[c] = k
-                    maxcount[c] = 1
-                elif k == maxkey[c]:
-                    maxcount[c] += 1
-                if k_top > 0:
-                    n = top_len[c]
-                    if n < k_top:
-                        top_keys[c, n] = k
-                        top_rows[c, n] = row
-                        _sift_up(top_keys, top_rows, c, n)
-                        top_len[c] = n + 1
-                    elif k > top_keys[c, 0]:  # rows arrive in order: a tie never beats the root
+                n_top = top_len[c]
+                if n_top == k_top and mx <= top_keys[c, 0]:
+                    continue  # nothing here beats the weakest kept (a tie never does: rows ascend)
+                for j in range(n):
+                    k = _key(np.uint64(col[j]), sign, full)
+                    if n_top < k_top:
+                        top_keys[c, n_top] = k
+                        top_rows[c, n_top] = row0 + t0 + j
+                        _sift_up(top_keys, top_rows, c, n_top)
+                        n_top += 1
+                    elif k > top_keys[c, 0]:
                         top_keys[c, 0] = k
-                        top_rows[c, 0] = row
-                        _sift_down(top_keys, top_rows, c, n)
+                        top_rows[c, 0] = row0 + t0 + j
+                        _sift_down(top_keys, top_rows, c, n_top)
+                top_len[c] = n_top
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -138,7 +183,7 @@ def scan_refine(u, sign, full, ref_index, prefix, active, pshift, shift, mask, h
 
     Column ``c`` refines when ``ref_index[c] = j >= 0``; its two order statistics ``s`` (0: the
     lower, 1: the upper of numpy's interpolation pair) count into ``hist[2 * j + s]`` the keys
-    whose bits above ``pshift`` equal ``prefix[j, s]``'s.
+    whose bits above ``pshift[j]`` equal ``prefix[j, s]``'s, binned by ``(key >> shift[j]) & mask[j]``.
     """
     n_rows, n_cols = u.shape
     n_blocks = (n_cols + BLOCK_COLS - 1) // BLOCK_COLS
@@ -151,19 +196,34 @@ def scan_refine(u, sign, full, ref_index, prefix, active, pshift, shift, mask, h
                 any_ref = True
         if not any_ref:
             continue
-        for i in range(n_rows):
+        tile = np.empty((BLOCK_COLS, TILE_ROWS), dtype=u.dtype)
+        for t0 in range(0, n_rows, TILE_ROWS):
+            t1 = min(n_rows, t0 + TILE_ROWS)
+            _load_tile(u, t0, t1, c0, c1, tile)
             for c in range(c0, c1):
-                j = ref_index[c]
-                if j < 0:
+                r = ref_index[c]
+                if r < 0:
                     continue
-                k = _key(np.uint64(u[i, c]), sign, full)
+                col = tile[c - c0]
+                ps = pshift[r]
+                sh = shift[r]
+                m = mask[r]
                 for s in range(2):
-                    if active[j, s] and (k >> pshift) == (prefix[j, s] >> pshift):
-                        hist[2 * j + s, np.intp((k >> shift) & mask)] += 1
+                    if not active[r, s]:
+                        continue
+                    want = prefix[r, s] >> ps
+                    h = hist[2 * r + s]
+                    for j in range(t1 - t0):
+                        k = _key(np.uint64(col[j]), sign, full)
+                        if (k >> ps) == want:
+                            h[np.intp((k >> sh) & m)] += 1
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def scan_final(u, labels, sign, full, lo, hi, counts, n_active, off, fill, cand_keys, cand_labels):
+def scan_final(
+    u, row0, labels, sign, full, absmask, infbits,
+    lo, hi, counts, n_active, off, fill, cand_keys, cand_labels, nan_row,
+):  # fmt: skip
     """Final pass over one chunk: count keys above ``hi[c]``, collect keys in ``[lo[c], hi[c]]``.
 
     Counted keys are certainly above the threshold (whatever it resolves to); collected ones are
@@ -178,20 +238,37 @@ def scan_final(u, labels, sign, full, lo, hi, counts, n_active, off, fill, cand_
     for b in prange(n_blocks):
         c0 = b * BLOCK_COLS
         c1 = min(n_cols, c0 + BLOCK_COLS)
-        for i in range(n_rows):
-            lab = labels[i]
+        tile = np.empty((BLOCK_COLS, TILE_ROWS), dtype=u.dtype)
+        for t0 in range(0, n_rows, TILE_ROWS):
+            t1 = min(n_rows, t0 + TILE_ROWS)
+            _load_tile(u, t0, t1, c0, c1, tile)
             for c in range(c0, c1):
-                k = _key(np.uint64(u[i, c]), sign, full)
-                if k > hi[c]:
-                    n_active[c] += 1
-                    if n_classes > 0:
-                        counts[c, lab] += 1
-                elif k >= lo[c]:
-                    p = off[c] + fill[c]
-                    if p < off[c + 1]:
-                        cand_keys[p] = k
-                        cand_labels[p] = lab
-                    fill[c] += 1
+                col = tile[c - c0]
+                low = lo[c]
+                high = hi[c]
+                end = off[c + 1]
+                start = off[c]
+                filled = fill[c]
+                active = n_active[c]
+                for j in range(t1 - t0):
+                    v = np.uint64(col[j])
+                    if (v & absmask) > infbits:  # NaN: numpy's NaN > t is False; we refuse instead
+                        if nan_row[c] < 0:
+                            nan_row[c] = row0 + t0 + j
+                        continue
+                    k = _key(v, sign, full)
+                    if k > high:
+                        active += 1
+                        if n_classes > 0:
+                            counts[c, labels[t0 + j]] += 1
+                    elif k >= low:
+                        p = start + filled
+                        if p < end:
+                            cand_keys[p] = k
+                            cand_labels[p] = labels[t0 + j]
+                        filled += 1
+                fill[c] = filled
+                n_active[c] = active
 
 
 @njit(parallel=True, nogil=True, cache=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -89,9 +90,11 @@ class Preprocessing:
         if not isinstance(self.mix, Mix):
             raise SoundNetError(f"preprocessing: mix must be a Mix, got {self.mix!r}")
         seconds = self.min_seconds
-        is_number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+        # numbers.Real admits numpy scalars (what a store's attributes read back as); bool is not a length
+        is_number = isinstance(seconds, numbers.Real) and not isinstance(seconds, (bool, np.bool_))
         if not is_number or not math.isfinite(seconds) or seconds < 0:
             raise SoundNetError(f"preprocessing: min_seconds must be a finite number >= 0, got {seconds!r}")
+        object.__setattr__(self, "min_seconds", float(seconds))
 
     @property
     def min_samples(self) -> int:

@@ -118,12 +118,21 @@ class Runner:
         self.batch_size = max(1, batch_size)
         # Heads are computed only when asked: ORT would otherwise run conv8 for nothing.
         self.outputs = [name for name in arch.OUTPUTS if name in request.layers]
+        # On CUDA, IOBinding keeps outputs on the device until one explicit copy per output.
+        self._on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
 
     # -- raw model ------------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """(B, n) float32 -> {output: (B, C, T)} for the requested outputs."""
-        values = self.session.run(self.outputs, {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})
-        return dict(zip(self.outputs, values))
+        batch = np.ascontiguousarray(batch, np.float32)
+        if self._on_cuda:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(INPUT_NAME, batch)
+            for name in self.outputs:
+                binding.bind_output(name, "cuda")
+            self.session.run_with_iobinding(binding)
+            return dict(zip(self.outputs, binding.copy_outputs_to_cpu()))
+        return dict(zip(self.outputs, self.session.run(self.outputs, {INPUT_NAME: batch})))
 
     def _accumulators(self) -> dict[str, _Accumulator]:
         return {name: _Accumulator(arch.output_channels(name), self.request.frames) for name in self.outputs}

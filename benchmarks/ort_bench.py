@@ -1,0 +1,230 @@
+"""Model-only throughput of ONNX Runtime: sessions in 1..N worker processes, timed together.
+
+Each measurement starts ``workers`` fresh processes (spawn), each with its own session, the same
+prepared inputs and ``clips / workers`` clips per timed round. A barrier starts every round in all
+workers at once and the parent times from that start to the moment the slowest worker is done, so
+the figure is the throughput the whole machine delivers with that layout.
+"""
+
+from __future__ import annotations
+
+import enum
+import multiprocessing
+import queue as queue_module
+import threading
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundnet8.engine import arch
+from soundnet8.engine.errors import SoundNetError
+from soundnet8.engine.modelfile import INPUT_NAME
+from soundnet8.engine.session import (CPU_PROVIDER, CUDA_PROVIDER, GraphOptimization, Provider, SessionConfig,
+                                      create_session)
+
+from .measure import Stat
+from .settings import InputKind
+
+BARRIER_TIMEOUT_S = 900.0
+"""A worker that has not reached the barrier by then has hung: the measurement fails."""
+
+
+class Stage(enum.Enum):
+    RAW = "raw"  # session.run of all nine outputs: the model phase
+    POOLED = "pooled"  # the engine's Runner.features: model + mean over time of all nine outputs
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """A session to measure. With every option left at None the engine's own create_session builds it."""
+
+    provider: Provider = Provider.CPU
+    threads: int = 1
+    graph: GraphOptimization = GraphOptimization.ALL
+    allow_spinning: bool | None = None
+    cpu_arena: bool | None = None
+    mem_pattern: bool | None = None
+    iobinding: bool = False  # CUDA: inputs copied by the binding, outputs left on the device then fetched
+
+    @property
+    def engine_default(self) -> bool:
+        return self.allow_spinning is None and self.cpu_arena is None and self.mem_pattern is None
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"provider": self.provider.value, "threads": self.threads, "graph": self.graph.value}
+        for key in ("allow_spinning", "cpu_arena", "mem_pattern"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.iobinding:
+            out["iobinding"] = True
+        return out
+
+
+def make_session(model_path: str | Path, spec: SessionSpec):
+    if spec.engine_default:
+        return create_session(model_path, SessionConfig(spec.provider, spec.threads, spec.graph))
+    import onnxruntime as ort
+
+    # The same settings as engine.session.create_session, plus the option under test.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = spec.graph.ort_level()
+    options.log_severity_level = 3
+    if spec.allow_spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spec.allow_spinning else "0")
+    if spec.cpu_arena is not None:
+        options.enable_cpu_mem_arena = spec.cpu_arena
+    if spec.mem_pattern is not None:
+        options.enable_mem_pattern = spec.mem_pattern
+    providers: list = [CPU_PROVIDER]
+    if spec.provider is Provider.CUDA:
+        providers = [(CUDA_PROVIDER, {"cudnn_conv_algo_search": "EXHAUSTIVE"}), CPU_PROVIDER]
+    return ort.InferenceSession(str(model_path), options, providers=providers)
+
+
+def cuda_available() -> tuple[bool, str]:
+    """Whether the CUDA provider can run here, and if not, why (for the skip message)."""
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return False, ("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu instead of onnxruntime "
+                       f"on a machine with an NVIDIA GPU; available: {', '.join(ort.get_available_providers())})")
+    return True, ""
+
+
+class _Run:
+    """Calls the model the way the spec says; returns nothing (outputs are discarded after fetching)."""
+
+    def __init__(self, session, spec: SessionSpec, stage: Stage) -> None:
+        self.session, self.spec, self.stage = session, spec, stage
+        self.outputs = list(arch.OUTPUTS)
+        if stage is Stage.POOLED:
+            from soundnet8.engine.runner import Request, Runner
+
+            self.runner = Runner(session, Request(), batch_size=1 << 30)
+        elif spec.iobinding:
+            self.binding = session.io_binding()
+
+    def __call__(self, batch: np.ndarray, waveforms: list[np.ndarray]) -> None:
+        if self.stage is Stage.POOLED:
+            self.runner.features(waveforms)
+        elif self.spec.iobinding:
+            self.binding.bind_cpu_input(INPUT_NAME, batch)
+            for name in self.outputs:
+                self.binding.bind_output(name, "cuda")
+            self.session.run_with_iobinding(self.binding)
+            self.binding.copy_outputs_to_cpu()
+        else:
+            self.session.run(self.outputs, {INPUT_NAME: batch})
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    model_path: str
+    spec: SessionSpec
+    kind: InputKind
+    paths: tuple[str, ...]  # the input pool; clips cycle over it
+    workers: int
+    batch_size: int
+    clips: int  # per timed round, over all workers (rounded up to whole batches per worker)
+    warmup: int
+    repeats: int
+    stage: Stage = Stage.RAW
+
+    def clips_per_worker(self) -> int:
+        per = -(-self.clips // self.workers)
+        return -(-per // self.batch_size) * self.batch_size
+
+
+def _worker(job: ModelJob, rank: int, barrier, results) -> None:
+    try:
+        from .data import model_inputs
+
+        waveforms = model_inputs(job.paths, job.kind)
+        n = job.clips_per_worker()
+        order = [(rank * n + i) % len(waveforms) for i in range(n)]
+        groups = [[waveforms[i] for i in order[s:s + job.batch_size]] for s in range(0, n, job.batch_size)]
+        batches = [(np.ascontiguousarray(np.stack(g)), g) for g in groups]
+        session = make_session(job.model_path, job.spec)
+        run = _Run(session, job.spec, job.stage)
+        for _ in range(max(job.warmup, 1)):  # at least one: the first run allocates and picks kernels
+            for batch, group in batches:
+                run(batch, group)
+        results.put(("ready", rank, (session.get_providers()[0], len(waveforms[0]))))
+        for _ in range(job.repeats):
+            barrier.wait(BARRIER_TIMEOUT_S)
+            for batch, group in batches:
+                run(batch, group)
+            barrier.wait(BARRIER_TIMEOUT_S)
+    except BaseException:
+        results.put(("error", rank, traceback.format_exc()))
+        barrier.abort()  # release the parent and the other workers instead of letting them hang
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    clips_per_s: Stat
+    clips_per_round: int
+    samples: int  # input length
+    provider_used: str
+
+    @property
+    def gflops(self) -> Stat:
+        macs = sum(arch.macs_per_sample_block(self.samples).values())
+        return self.clips_per_s.scaled(2 * macs / 1e9)
+
+
+def measure(job: ModelJob) -> ModelResult:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(job.workers + 1)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(job, rank, barrier, results), daemon=True) for rank in range(job.workers)]
+    for p in procs:
+        p.start()
+    seconds: list[float] = []
+    provider_used, samples = "?", 0
+    try:
+        ready = 0
+        deadline = time.monotonic() + BARRIER_TIMEOUT_S
+        while ready < job.workers:  # setup (inputs, session, warm-up) is not timed
+            try:
+                kind, rank, value = results.get(timeout=1.0)
+            except queue_module.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode is not None]
+                if dead or time.monotonic() > deadline:  # died before it could report (e.g. killed)
+                    raise SoundNetError(f"model benchmark: a worker exited ({dead}) or none was ready "
+                                        f"after {BARRIER_TIMEOUT_S:.0f} s") from None
+                continue
+            if kind == "error":
+                raise SoundNetError(f"model benchmark worker {rank} failed:\n{value}")
+            ready += 1
+            provider_used, samples = value
+        for _ in range(job.repeats):
+            barrier.wait(BARRIER_TIMEOUT_S)
+            start = time.perf_counter()
+            barrier.wait(BARRIER_TIMEOUT_S)
+            seconds.append(time.perf_counter() - start)
+    except threading.BrokenBarrierError as exc:
+        detail = "no message"
+        try:
+            detail = results.get(timeout=30)[2]
+        except queue_module.Empty:
+            pass
+        raise SoundNetError(f"model benchmark worker failed:\n{detail}") from exc
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    per_round = job.clips_per_worker() * job.workers
+    return ModelResult(Stat.of(per_round / s for s in seconds), per_round, samples, provider_used)
+
+
+def with_spec(job: ModelJob, **changes) -> ModelJob:
+    return replace(job, spec=replace(job.spec, **changes))

@@ -1,0 +1,100 @@
+"""``soundnet8 extract``: audio files, directories or a manifest into an HDF5 feature store.
+
+Exit status: 0 every clip succeeded; 3 the job finished but some clips failed (listed under
+/errors in the store); 1 a fatal error (nothing more could be done; what was written is kept);
+130 interrupted (what was written is kept; re-run the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from . import arch
+from .audio import Mix, Preprocessing, SampleRateMode
+from .cli import ExitCode
+from .errors import SoundNetError
+from .predict import add_common_model_arguments
+from .runner import Pool, Request
+from .session import Provider
+
+HELP = "extract features of audio files into an HDF5 feature store"
+log = logging.getLogger(__name__)
+
+
+def _csv_choice(allowed: tuple[str, ...], what: str):
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown or text!r}; choose from {','.join(allowed)}")
+        return tuple(dict.fromkeys(values))
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", type=Path, help="audio files and/or directories (searched recursively)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the HDF5 feature store to write")
+    parser.add_argument("--manifest", type=Path, help="CSV with a path (or ESC-50 filename) column; label/fold/other columns kept")
+    parser.add_argument("--audio-dir", type=Path, help="folder the manifest's paths are relative to (ESC-50: audio_16k)")
+    parser.add_argument("--allow-missing", action="store_true", help="skip manifest rows whose file is absent")
+    parser.add_argument("--layers", type=_csv_choice(arch.OUTPUTS, "layer"), default=arch.OUTPUTS,
+                        help=f"comma-separated outputs (default all: {','.join(arch.OUTPUTS)})")
+    parser.add_argument("--pool", type=_csv_choice(tuple(p.value for p in Pool), "pooling"), default=("mean",),
+                        help="comma-separated poolings over time: mean,max,std (default mean)")
+    parser.add_argument("--frames", action="store_true", help="also store frame-level features (ragged)")
+    parser.add_argument("--sample-rate", choices=[m.value for m in SampleRateMode], default="resample",
+                        help="resample to 22,050 Hz (default) or feed native samples as the seed notebook did")
+    parser.add_argument("--mix", choices=[m.value for m in Mix], default="first", help="multi-channel: first channel (default) or mean")
+    parser.add_argument("--min-seconds", type=float, default=20.0,
+                        help="tile shorter clips up to this many seconds x 22,050 samples, as the seed (default 20; 0 = never)")
+    add_common_model_arguments(parser)
+    parser.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
+    parser.add_argument("--batch-size", type=int, default=4, help="clips per model call (equal lengths only)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default 1)")
+    parser.add_argument("--layout", choices=["auto", "fused", "split"], default="auto",
+                        help="fused: workers run the model (CPU default); split: workers decode, main runs the model (CUDA default)")
+    parser.add_argument("--compression", choices=["gzip", "lzf"], default="gzip", help="HDF5 filter (gzip: portable; lzf: faster)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", dest="overwrite", action="store_false", default=False,
+                       help="continue an existing store, skipping clips already in it (default)")
+    group.add_argument("--overwrite", dest="overwrite", action="store_true", help="start the store afresh")
+    parser.add_argument("--segment-rows", type=int, default=None,
+                        help="clips per durable segment: at most this many are redone after a kill (default 1024)")
+    parser.add_argument("--retry-errors", action="store_true", help="on resume, process again clips recorded under /errors")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .inputs import discover, read_manifest
+    from .modelfile import ensure_model
+    from .pipeline import ExtractOptions, Layout, extract
+    from .store import Compression
+
+    if args.manifest:
+        if args.inputs:
+            raise SoundNetError("give either INPUT paths or --manifest, not both")
+        inputs = read_manifest(args.manifest, args.audio_dir, allow_missing=args.allow_missing)
+    elif args.inputs:
+        inputs = discover(args.inputs)
+    else:
+        raise SoundNetError("nothing to extract: give audio files/directories or --manifest CSV")
+    if args.batch_size < 1 or args.workers < 0 or args.threads < 0:
+        raise SoundNetError("--batch-size must be >= 1, --workers and --threads >= 0")
+    options = ExtractOptions(
+        request=Request(layers=args.layers, pools=tuple(Pool(p) for p in args.pool), frames=args.frames),
+        preprocessing=Preprocessing(SampleRateMode(args.sample_rate), Mix(args.mix), args.min_seconds),
+        provider=Provider(args.provider), workers=args.workers, batch_size=args.batch_size,
+        intra_op_threads=args.threads, layout=Layout(args.layout), progress=not args.no_progress,
+    )
+    model = ensure_model(args.model)
+    summary = extract(inputs, args.output, model, options, overwrite=args.overwrite,
+                      retry_errors=args.retry_errors, compression=Compression(args.compression),
+                      segment_rows=args.segment_rows)
+    print(
+        f"{args.output}: {summary.processed} clips processed in {summary.seconds:.1f} s "
+        f"({summary.clips_per_second:.1f} clips/s, {summary.audio_seconds / 3600 / max(summary.seconds, 1e-9):.3f} audio-h/s), "
+        f"{summary.failed} failed, {summary.skipped} already there; store holds {summary.store.total_rows} clips"
+    )
+    return ExitCode.SOME_FAILED if summary.failed else ExitCode.OK
