@@ -144,6 +144,7 @@ def _worker(kind: str, args: argparse.Namespace) -> dict:
         ds = fs.dataset("synthetic", "mean")
         labels = fs.labels
         S.neuron_stats(ds[:64], labels[:64], Q, N_CLASSES)  # compile/load outside the measurement
+        passes.clear()
         base = _rss_reset()
         t = time.perf_counter()
         if kind == "store-histogram":
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             "counts" not in got or np.array_equal(got["counts"], expected.counts)
         )
         label = "histogram (neuron_stats: thresholds, counts, top-k)" if kind == "store-histogram" else "columns (thresholds only: np.percentile per column block)"
-        note = "; ".join(out["log"]) or "-"
+        note = "; ".join(m.split(": ", 1)[-1] for m in out["log"]) or "-"
         say(f"| {label} | {out['wall_s']:.2f} s | {out['peak_rss_bytes'] / 2**20:.0f} MiB | {out['peak_rss_bytes'] / nbytes:.1%} | {same} | {note} |")
     say()
 

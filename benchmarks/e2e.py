@@ -82,7 +82,7 @@ def store_features(store: str | Path, paths) -> dict[str, dict[str, np.ndarray]]
     from soundnet8.engine.store import FeatureStore
 
     with FeatureStore(store) as fs:
-        rows = {p: i for i, p in enumerate(fs.paths())}
+        rows = {str(p): i for i, p in enumerate(fs.paths)}
         missing = [p for p in paths if p not in rows]
         if missing:
             raise SoundNetError(f"{store}: {len(missing)} clips missing, e.g. {missing[0]}")

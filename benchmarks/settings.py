@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 
 from soundnet8.engine.session import GraphOptimization, Provider
 
+from .models import ModelVariant
+
 
 class Mode(enum.Enum):
     FULL = "full"
@@ -52,7 +54,9 @@ class BenchSettings:
     batch_sizes: tuple[int, ...]
     graph_levels: tuple[GraphOptimization, ...]
     session_options: bool  # measure allow_spinning / arena / mem-pattern variants
+    variants: tuple[ModelVariant, ...]  # exports/rewrites compared with the engine's conv1d model
     torch_batches: tuple[int, ...]
+    torch_kinds: tuple[InputKind, ...]
     baseline_clips: int  # clips per repeat of the seed-style and naive loops
     e2e_clips: int  # clips of the end-to-end extraction
     e2e_repeats: int
@@ -60,6 +64,7 @@ class BenchSettings:
     scaling_clips: tuple[int, ...]  # corpus sizes for throughput-vs-size (empty: skip)
     decode_clips: int
     matmul_size: int
+    limit_threads: tuple[int, ...]  # matmul thread counts (all cores is the peak; 1 gives the per-core figure)
     cuda_batches: tuple[int, ...] = (1, 8, 32, 64)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -92,21 +97,27 @@ def settings_for(mode: Mode, providers: tuple[Provider, ...] = (Provider.CPU,),
         return BenchSettings(
             mode, providers, sections, cores, warmup=2, repeats=5, model_clips=16, input_pool=32,
             threads=threads, workers=workers, batch_sizes=(1, 4, 8), graph_levels=all_levels,
-            session_options=True, torch_batches=(1, 4), baseline_clips=60, e2e_clips=2000, e2e_repeats=3,
-            e2e_alternatives=True, scaling_clips=(100, 1000, 10_000), decode_clips=200, matmul_size=2048,
+            session_options=True, variants=tuple(v for v in ModelVariant if v is not ModelVariant.CONV1D),
+            torch_batches=(1, 4), torch_kinds=tuple(InputKind), baseline_clips=60,
+            e2e_clips=2000, e2e_repeats=3, e2e_alternatives=True, scaling_clips=(100, 1000, 10_000), decode_clips=200,
+            matmul_size=2048, limit_threads=tuple(sorted({1, cores})),
         )
     if mode is Mode.QUICK:
         return BenchSettings(
             mode, providers, sections, cores, warmup=1, repeats=3, model_clips=8, input_pool=8,
             threads=threads, workers=workers, batch_sizes=(1, 4), graph_levels=(GraphOptimization.BASIC, GraphOptimization.ALL),
-            session_options=False, torch_batches=(1,), baseline_clips=8, e2e_clips=200, e2e_repeats=1,
-            e2e_alternatives=False, scaling_clips=(), decode_clips=40, matmul_size=1024,
+            session_options=False, variants=(ModelVariant.CONV2D, ModelVariant.MM_ALL), torch_batches=(1,),
+            torch_kinds=tuple(InputKind), baseline_clips=8, e2e_clips=200,
+            e2e_repeats=1, e2e_alternatives=False, scaling_clips=(), decode_clips=40, matmul_size=1024,
+            limit_threads=tuple(sorted({1, cores})),
         )
     return BenchSettings(
         mode, providers, sections, cores, warmup=1, repeats=1, model_clips=2, input_pool=2,
         threads=(cores,), workers=(1,), batch_sizes=(2,), graph_levels=(GraphOptimization.ALL,),
-        session_options=False, torch_batches=(1,), baseline_clips=2, e2e_clips=6, e2e_repeats=1,
-        e2e_alternatives=False, scaling_clips=(), decode_clips=4, matmul_size=512, cuda_batches=(1, 8),
+        session_options=False, variants=(ModelVariant.CONV2D, ModelVariant.MM_ALL), torch_batches=(1,),
+        torch_kinds=(InputKind.TILED_25S,), baseline_clips=2, e2e_clips=6,
+        e2e_repeats=1, e2e_alternatives=False, scaling_clips=(), decode_clips=4, matmul_size=512, limit_threads=(cores,),
+        cuda_batches=(1, 8),
     )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,8 @@ SHARE_ACTIVE_DEFINITION = (
     "count of the top class / number of clips above the threshold (NaN when none is)"
 )
 
-_LEVEL0_BITS = 12  # at most 4096 bins: 16 KiB of int32 per neuron; a bin spans 1/8 of an octave
-_LEVEL0_MIN_BITS = 6  # small N: ~4 values per bin, so tiny stores do not zero and scan 4096 bins
+_LEVEL0_BITS = 12  # 4096 bins: 16 KiB of int32 per neuron; a bin spans 1/8 of an octave (fewer
+# bits measured slower even at 2,000 clips: wider bins make more candidates to sort)
 _REFINE_BITS = 12  # bits resolved by each refinement pass
 _PARALLEL_MIN_VALUES = 1 << 22  # below ~20 ms of work one thread beats waking the others
 _HIST_DTYPE = np.int32  # per-bin counts; N is checked against its range
@@ -317,26 +318,22 @@ class _KeySpec:
         """Bits below the ones resolved after ``level``."""
         return self.nbits - sum(self.widths[: level + 1])
 
-    def for_clips(self, n: int) -> _KeySpec:
-        """The levels for ``n`` values per column: level 0 as wide as useful (about 4 values per
-        bin, at most 4096 bins), then 12 bits per refinement until every bit is resolved."""
-        first = _level0_bits(n)
-        rest = self.nbits - first
-        widths = (first,) + (_REFINE_BITS,) * (rest // _REFINE_BITS) + ((rest % _REFINE_BITS,) if rest % _REFINE_BITS else ())
-        return _KeySpec(self.dtype, self.udtype, self.nbits, widths)
 
     @property
     def last_level(self) -> int:
         return len(self.widths) - 1
 
 
-def _level0_bits(n: int) -> int:
-    return min(_LEVEL0_BITS, max(_LEVEL0_MIN_BITS, int(n).bit_length() - 2))
+def _widths(nbits: int) -> tuple[int, ...]:
+    """Level 0, then 12 bits per refinement until every bit is resolved."""
+    rest = nbits - _LEVEL0_BITS
+    tail = (rest % _REFINE_BITS,) if rest % _REFINE_BITS else ()
+    return (_LEVEL0_BITS,) + (_REFINE_BITS,) * (rest // _REFINE_BITS) + tail
 
 
-_KEY_SPECS = {  # widths are set per scan by for_clips
-    np.dtype(np.float32): _KeySpec(np.dtype(np.float32), np.dtype(np.uint32), 32, ()),
-    np.dtype(np.float64): _KeySpec(np.dtype(np.float64), np.dtype(np.uint64), 64, ()),
+_KEY_SPECS = {
+    np.dtype(np.float32): _KeySpec(np.dtype(np.float32), np.dtype(np.uint32), 32, _widths(32)),  # 12, 12, 8
+    np.dtype(np.float64): _KeySpec(np.dtype(np.float64), np.dtype(np.uint64), 64, _widths(64)),
 }
 _REFINE_BINS = 1 << _REFINE_BITS
 
@@ -439,12 +436,12 @@ class _ScanResult:
     passes: int
 
 
-def minimum_budget(n_neurons: int, n_clips: int, chunk_bytes: int, top_k: int = 0, n_classes: int = 0) -> int:
+def minimum_budget(n_neurons: int, chunk_bytes: int, top_k: int = 0, n_classes: int = 0) -> int:
     """Smallest ``memory_budget`` (bytes) a scan accepts: one chunk, the level-0 histograms, the
     top-k heaps, the counts and the per-neuron state. More budget buys candidate room (fewer
     passes), never correctness."""
     c = n_neurons
-    hist0 = c * (1 << _level0_bits(n_clips)) * np.dtype(_HIST_DTYPE).itemsize
+    hist0 = c * (1 << _LEVEL0_BITS) * np.dtype(_HIST_DTYPE).itemsize
     state = c * 2 * 8 * 8  # (C, 2) arrays of 8-byte keys, ranks, counts, prefixes...
     return chunk_bytes + hist0 + c * top_k * 16 + c * n_classes * 8 + state
 
@@ -452,8 +449,8 @@ def minimum_budget(n_neurons: int, n_clips: int, chunk_bytes: int, top_k: int = 
 def _budget_plan(rows: _Rows, budget: int, top_k: int, n_classes: int) -> tuple[int, int]:
     """(candidate capacity of the final pass, columns one refinement pass may histogram)."""
     c = rows.c
-    hist0 = c * (1 << _level0_bits(rows.n)) * np.dtype(_HIST_DTYPE).itemsize
-    needed = minimum_budget(c, rows.n, rows.chunk_bytes, top_k, n_classes)
+    hist0 = c * (1 << _LEVEL0_BITS) * np.dtype(_HIST_DTYPE).itemsize
+    needed = minimum_budget(c, rows.chunk_bytes, top_k, n_classes)
     if budget < needed:
         raise StatsError(
             f"{rows.name}: a memory budget of {budget / 2**20:.2f} MiB is too small for {c} neurons "
@@ -465,7 +462,29 @@ def _budget_plan(rows: _Rows, budget: int, top_k: int, n_classes: int) -> tuple[
     return int(capacity), int(refine_columns)
 
 
-def _exact_scan(
+@contextmanager
+def _threads_for(values: int) -> Iterator[None]:
+    """One numba thread for small inputs: waking the pool costs more than it saves there (and
+    milliseconds per launch when other processes keep the cores busy)."""
+    import numba
+
+    if values >= _PARALLEL_MIN_VALUES:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _exact_scan(rows: _Rows, q: float, **kwargs: Any) -> _ScanResult:
+    with _threads_for(rows.n * rows.c):
+        return _scan(rows, q, **kwargs)
+
+
+def _scan(
     rows: _Rows,
     q: float,
     *,
@@ -482,7 +501,7 @@ def _exact_scan(
     from . import _stats_kernels as K
 
     n, c = rows.n, rows.c
-    spec = rows.spec.for_clips(n)
+    spec = rows.spec
     interp = _interpolation(n, q)
     top_k = min(top_k, n)
     capacity, refine_columns = _budget_plan(rows, budget, top_k, n_classes if want_counts else 0)
@@ -579,10 +598,12 @@ def _exact_scan(
         nan_thr = np.isnan(thresholds)  # only from inf - inf in numpy's lerp: nothing is > NaN
         thr_key[nan_thr] = full
         K.count_candidates(off, fill, cand_keys, cand_labels, thr_key, counts, n_active)
-        # Values above a pending column's range were counted as above its threshold, and values
-        # below it as not: true whenever the threshold falls inside the range, which numpy's lerp
-        # guarantees unless b - a overflows. Recount any column where it did not (exactness first).
-        off_range = pending & ~nan_thr & ((thr_key < lo) | (thr_key > hi))
+        # Values above a pending column's range were counted as above its threshold and values
+        # below it as not. Right when threshold <= hi (counted keys exceed hi) and threshold >=
+        # min(lo, lower stat) (uncounted keys are below lo and at most the lower stat): numpy's
+        # lerp guarantees both unless b - a overflows. Recount any column where it did not.
+        floor = np.minimum(lo, key[:, 0])
+        off_range = pending & ~nan_thr & ((thr_key < floor) | (thr_key > hi))
         counts[nan_thr | off_range] = 0
         n_active[nan_thr | off_range] = 0
         if off_range.any():
@@ -805,10 +826,11 @@ def activation_counts(
     n_active = np.zeros(rows.c, dtype=np.int64)
     lo, hi = _count_range(thr, rows.spec)
     off = np.zeros(rows.c + 1, dtype=np.int64)
-    _final_pass(
-        _kernels(), rows, y, lo, hi, counts, n_active, off, np.zeros(rows.c, np.int64),
-        np.empty(0, rows.spec.udtype), np.empty(0, _LABEL_DTYPE),
-    )  # fmt: skip
+    with _threads_for(rows.n * rows.c):
+        _final_pass(
+            _kernels(), rows, y, lo, hi, counts, n_active, off, np.zeros(rows.c, np.int64),
+            np.empty(0, rows.spec.udtype), np.empty(0, _LABEL_DTYPE),
+        )  # fmt: skip
     return counts
 
 

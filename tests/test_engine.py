@@ -271,3 +271,23 @@ def test_store_schema_and_reader_from_a_manifest(model, tmp_path):
         # 5 s clips tiled to 25 s: the pool5 frame count of 551,250 samples.
         assert len(clip0) == arch.output_lengths(551_250)["pool5"]
         assert relative_error(fs.features("pool5", "mean")[0], clip0.mean(axis=0)) < 1e-6
+
+
+# --- CUDA (skipped without onnxruntime-gpu and a device) --------------------------------------------
+
+@pytest.mark.gpu
+def test_cuda_features_equal_cpu_features(model, mixed_dir, tmp_path):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu with the CUDA provider")
+    inputs = discover([mixed_dir])
+    request = Request(layers=("pool1", "pool5", "conv7", "scenes"), pools=(Pool.MEAN, Pool.MAX))
+    for provider in (Provider.CPU, Provider.CUDA):
+        extract(inputs, tmp_path / f"{provider.value}.h5", model,
+                _options(request=request, preprocessing=NO_TILING, provider=provider, workers=2))
+    cpu, cuda = _store_arrays(tmp_path / "cpu.h5"), _store_arrays(tmp_path / "cuda.h5")
+    for key, value in cpu.items():
+        finite = ~np.isnan(value)
+        # cuDNN picks other convolution algorithms (and TF32 is off by default in ORT): 1e-4 relative.
+        assert relative_error(cuda[key][finite], value[finite]) < 1e-4, key

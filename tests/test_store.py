@@ -759,7 +759,7 @@ def fast_dir():
     shutil.rmtree(path)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=split_runs())
 def test_split_points_do_not_change_the_store(fast_dir, case):
     n, metas, failing, cuts, segment_rows, interrupt = case
