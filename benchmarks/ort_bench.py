@@ -125,6 +125,15 @@ class _Run:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """Another model file or session spec timed in the same worker processes as a job's own."""
+
+    label: str
+    model_path: str
+    spec: SessionSpec
+
+
+@dataclass(frozen=True)
 class ModelJob:
     model_path: str
     spec: SessionSpec
@@ -136,10 +145,21 @@ class ModelJob:
     warmup: int
     repeats: int
     stage: Stage = Stage.RAW
+    # Compared configurations: each timed round runs the job's own session and then every arm, in an
+    # order rotated every round, so load from other users of the machine hits all of them alike.
+    arms: tuple[Arm, ...] = ()
 
     def clips_per_worker(self) -> int:
         per = -(-self.clips // self.workers)
         return -(-per // self.batch_size) * self.batch_size
+
+    def all_arms(self) -> tuple[Arm, ...]:
+        return (Arm("self", self.model_path, self.spec), *self.arms)
+
+
+def round_order(n_arms: int, round_index: int) -> list[int]:
+    """Arm indices in the order of timed round ``round_index`` (a rotation, so no arm is always first)."""
+    return [(round_index + i) % n_arms for i in range(n_arms)]
 
 
 def _worker(job: ModelJob, rank: int, barrier, results) -> None:
@@ -151,17 +171,20 @@ def _worker(job: ModelJob, rank: int, barrier, results) -> None:
         order = [(rank * n + i) % len(waveforms) for i in range(n)]
         groups = [[waveforms[i] for i in order[s:s + job.batch_size]] for s in range(0, n, job.batch_size)]
         batches = [(np.ascontiguousarray(np.stack(g)), g) for g in groups]
-        session = make_session(job.model_path, job.spec)
-        run = _Run(session, job.spec, job.stage)
-        for _ in range(max(job.warmup, 1)):  # at least one: the first run allocates and picks kernels
-            for batch, group in batches:
-                run(batch, group)
-        results.put(("ready", rank, (session.get_providers()[0], len(waveforms[0]))))
-        for _ in range(job.repeats):
-            barrier.wait(BARRIER_TIMEOUT_S)
-            for batch, group in batches:
-                run(batch, group)
-            barrier.wait(BARRIER_TIMEOUT_S)
+        runs = []
+        for arm in job.all_arms():
+            session = make_session(arm.model_path, arm.spec)
+            runs.append(_Run(session, arm.spec, job.stage))
+            for _ in range(max(job.warmup, 1)):  # at least one: the first run allocates and picks kernels
+                for batch, group in batches:
+                    runs[-1](batch, group)
+        results.put(("ready", rank, (runs[0].session.get_providers()[0], len(waveforms[0]))))
+        for r in range(job.repeats):
+            for index in round_order(len(runs), r):
+                barrier.wait(BARRIER_TIMEOUT_S)
+                for batch, group in batches:
+                    runs[index](batch, group)
+                barrier.wait(BARRIER_TIMEOUT_S)
     except BaseException:
         results.put(("error", rank, traceback.format_exc()))
         barrier.abort()  # release the parent and the other workers instead of letting them hang
@@ -173,6 +196,7 @@ class ModelResult:
     clips_per_round: int
     samples: int  # input length
     provider_used: str
+    vs_first: Stat | None = None  # per round, this arm's clips/s over the job's own (interleaved jobs)
 
     @property
     def gflops(self) -> Stat:
@@ -181,18 +205,25 @@ class ModelResult:
 
 
 def measure(job: ModelJob) -> ModelResult:
+    """Clips/s of the job's own configuration (its arms, if any, are timed too but not returned)."""
+    return measure_arms(job)[0]
+
+
+def measure_arms(job: ModelJob) -> list[ModelResult]:
+    """Clips/s of the job's own configuration and of each arm, timed in interleaved rounds."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(job.workers + 1)
     results = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(job, rank, barrier, results), daemon=True) for rank in range(job.workers)]
     for p in procs:
         p.start()
-    seconds: list[float] = []
+    n_arms = len(job.all_arms())
+    seconds: list[list[float]] = [[] for _ in range(n_arms)]
     provider_used, samples = "?", 0
     try:
         ready = 0
         deadline = time.monotonic() + BARRIER_TIMEOUT_S
-        while ready < job.workers:  # setup (inputs, session, warm-up) is not timed
+        while ready < job.workers:  # setup (inputs, sessions, warm-up) is not timed
             try:
                 kind, rank, value = results.get(timeout=1.0)
             except queue_module.Empty:
@@ -205,11 +236,12 @@ def measure(job: ModelJob) -> ModelResult:
                 raise SoundNetError(f"model benchmark worker {rank} failed:\n{value}")
             ready += 1
             provider_used, samples = value
-        for _ in range(job.repeats):
-            barrier.wait(BARRIER_TIMEOUT_S)
-            start = time.perf_counter()
-            barrier.wait(BARRIER_TIMEOUT_S)
-            seconds.append(time.perf_counter() - start)
+        for r in range(job.repeats):
+            for index in round_order(n_arms, r):
+                barrier.wait(BARRIER_TIMEOUT_S)
+                start = time.perf_counter()
+                barrier.wait(BARRIER_TIMEOUT_S)
+                seconds[index].append(time.perf_counter() - start)
     except threading.BrokenBarrierError as exc:
         detail = "no message"
         try:
@@ -223,7 +255,11 @@ def measure(job: ModelJob) -> ModelResult:
             if p.is_alive():
                 p.kill()
     per_round = job.clips_per_worker() * job.workers
-    return ModelResult(Stat.of(per_round / s for s in seconds), per_round, samples, provider_used)
+    out = []
+    for index in range(n_arms):
+        ratio = Stat.of(seconds[0][r] / seconds[index][r] for r in range(job.repeats)) if n_arms > 1 else None
+        out.append(ModelResult(Stat.of(per_round / s for s in seconds[index]), per_round, samples, provider_used, ratio))
+    return out
 
 
 def with_spec(job: ModelJob, **changes) -> ModelJob:

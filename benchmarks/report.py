@@ -62,6 +62,9 @@ def _section_table(results: BenchResults, section: str) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         notes = []
+        if "vs_baseline" in r.extra:
+            v = r.extra["vs_baseline"]
+            notes.append(f"{v['median']:.2f}x the engine's model, same rounds ({v['min']:.2f}-{v['max']:.2f})")
         if "model_only_clips_per_s" in r.extra:
             notes.append(f"model call alone {r.extra['model_only_clips_per_s']['median']:.1f} clips/s")
         if "peak_rss_tree_mib" in r.extra:
@@ -122,7 +125,7 @@ def to_markdown(results: BenchResults) -> str:
         "|---|---|---|---|---|",
     ]
     for t in results.targets:
-        goal = f"{'≤' if 'difference' in t.name else '≥'} {_fmt(t.threshold, 4) if t.threshold < 0.01 else _fmt(t.threshold)}{t.unit}"
+        goal = f"{'≤' if 'difference' in t.name else '≥'} {_fmt(t.threshold, 4) if t.threshold < 0.01 else _fmt(t.threshold)} {t.unit}"
         met = {True: "yes", False: "**no**", None: "not measured"}[t.met]
         value = (_fmt(t.value, 2) if t.value is None or t.value >= 0.01 else f"{t.value:.1e}") + (t.unit if t.value is not None else "")
         lines.append(f"| {t.name} | {value} | {goal} | {met} | {t.detail} |")

@@ -47,6 +47,7 @@ class BenchSettings:
     cores: int
     warmup: int  # untimed runs before each measurement
     repeats: int  # timed runs; medians, min and max are over these
+    passes: int  # the model grid is measured in this many passes over all its configurations
     model_clips: int  # clips per timed repeat in model-only measurements
     input_pool: int  # distinct clips the model-only inputs are drawn from
     threads: tuple[int, ...]
@@ -60,7 +61,7 @@ class BenchSettings:
     baseline_clips: int  # clips per repeat of the seed-style and naive loops
     e2e_clips: int  # clips of the end-to-end extraction
     e2e_repeats: int
-    e2e_alternatives: bool  # also run the other worker/thread layouts end to end
+    e2e_alternatives: int  # clips for the other worker/thread layouts end to end (0: skip them)
     scaling_clips: tuple[int, ...]  # corpus sizes for throughput-vs-size (empty: skip)
     decode_clips: int
     matmul_size: int
@@ -95,28 +96,28 @@ def settings_for(mode: Mode, providers: tuple[Provider, ...] = (Provider.CPU,),
     all_levels = tuple(GraphOptimization)
     if mode is Mode.FULL:
         return BenchSettings(
-            mode, providers, sections, cores, warmup=2, repeats=5, model_clips=16, input_pool=32,
+            mode, providers, sections, cores, warmup=2, repeats=6, passes=3, model_clips=16, input_pool=32,
             threads=threads, workers=workers, batch_sizes=(1, 4, 8), graph_levels=all_levels,
             session_options=True, variants=tuple(v for v in ModelVariant if v is not ModelVariant.CONV1D),
             torch_batches=(1, 4), torch_kinds=tuple(InputKind), baseline_clips=60,
-            e2e_clips=2000, e2e_repeats=3, e2e_alternatives=True, scaling_clips=(100, 1000, 10_000), decode_clips=200,
+            e2e_clips=2000, e2e_repeats=3, e2e_alternatives=500, scaling_clips=(100, 1000, 10_000), decode_clips=200,
             matmul_size=2048, limit_threads=tuple(sorted({1, cores})),
         )
     if mode is Mode.QUICK:
         return BenchSettings(
-            mode, providers, sections, cores, warmup=1, repeats=3, model_clips=8, input_pool=8,
+            mode, providers, sections, cores, warmup=1, repeats=3, passes=1, model_clips=8, input_pool=8,
             threads=threads, workers=workers, batch_sizes=(1, 4), graph_levels=(GraphOptimization.BASIC, GraphOptimization.ALL),
             session_options=False, variants=(ModelVariant.CONV2D, ModelVariant.MM_ALL), torch_batches=(1,),
             torch_kinds=tuple(InputKind), baseline_clips=8, e2e_clips=200,
-            e2e_repeats=1, e2e_alternatives=False, scaling_clips=(), decode_clips=40, matmul_size=1024,
+            e2e_repeats=1, e2e_alternatives=0, scaling_clips=(), decode_clips=40, matmul_size=1024,
             limit_threads=tuple(sorted({1, cores})),
         )
     return BenchSettings(
-        mode, providers, sections, cores, warmup=1, repeats=1, model_clips=2, input_pool=2,
+        mode, providers, sections, cores, warmup=1, repeats=1, passes=1, model_clips=2, input_pool=2,
         threads=(cores,), workers=(1,), batch_sizes=(2,), graph_levels=(GraphOptimization.ALL,),
         session_options=False, variants=(ModelVariant.CONV2D, ModelVariant.MM_ALL), torch_batches=(1,),
         torch_kinds=(InputKind.TILED_25S,), baseline_clips=2, e2e_clips=6,
-        e2e_repeats=1, e2e_alternatives=False, scaling_clips=(), decode_clips=4, matmul_size=512, limit_threads=(cores,),
+        e2e_repeats=1, e2e_alternatives=0, scaling_clips=(), decode_clips=4, matmul_size=512, limit_threads=(cores,),
         cuda_batches=(1, 8),
     )
 

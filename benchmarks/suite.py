@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,7 +27,7 @@ from .data import Corpus, scaled_manifest, write_manifest
 from .machine import MachineInfo
 from .measure import Row, Skipped, Stat
 from .models import ModelVariant, variant_file
-from .ort_bench import ModelJob, SessionSpec, Stage, cuda_available, measure
+from .ort_bench import Arm, ModelJob, ModelResult, SessionSpec, Stage, cuda_available, measure, measure_arms
 from .settings import BenchSettings, InputKind, Section
 
 log = logging.getLogger(__name__)
@@ -143,15 +143,21 @@ def _limit(run: _Run) -> None:
                 "clips/s/core", dec.decode_clips_per_s))
 
 
-def _model_row(run: _Run, job: ModelJob, name: str, section: str = "model", **params) -> Row:
-    res = measure(job)
-    g = res.gflops
+def _row_of(run: _Run, job: ModelJob, res: ModelResult, name: str, section: str, spec: SessionSpec | None = None,
+            **params) -> Row:
+    spec = spec or job.spec
+    extra = {"gflops": res.gflops.to_dict(), "samples": res.samples, "clips_per_round": res.clips_per_round,
+             "provider_used": res.provider_used}
+    if res.vs_first is not None:
+        extra["vs_baseline"] = res.vs_first.to_dict()
     return run.add(Row(section, name, {
-        "provider": job.spec.provider.value, "kind": job.kind.value, "workers": job.workers,
-        "threads": job.spec.threads, "batch": job.batch_size, "stage": job.stage.value, **job.spec.params(),
-        **params}, "clips/s", res.clips_per_s,
-        {"gflops": g.to_dict(), "samples": res.samples, "clips_per_round": res.clips_per_round,
-         "provider_used": res.provider_used}))
+        "provider": spec.provider.value, "kind": job.kind.value, "workers": job.workers,
+        "threads": spec.threads, "batch": job.batch_size, "stage": job.stage.value, **spec.params(),
+        **params}, "clips/s", res.clips_per_s, extra))
+
+
+def _model_row(run: _Run, job: ModelJob, name: str, section: str = "model", **params) -> Row:
+    return _row_of(run, job, measure(job), name, section, **params)
 
 
 def _job(run: _Run, path, spec: SessionSpec, kind: InputKind, workers: int, batch: int,
@@ -160,24 +166,41 @@ def _job(run: _Run, path, spec: SessionSpec, kind: InputKind, workers: int, batc
     return ModelJob(str(path), spec, kind, run.pool_paths, workers, batch, s.model_clips, s.warmup, s.repeats, stage)
 
 
+def _interleaved(jobs: list[ModelJob], passes: int) -> list[ModelResult]:
+    """Each job measured in ``passes`` separate passes over all jobs (repeats split between them), so a
+    change of load on the shared machine during the section spreads over every configuration."""
+    per_pass = max(1, -(-jobs[0].repeats // passes)) if jobs else 1
+    values: list[list[float]] = [[] for _ in jobs]
+    last: list[ModelResult | None] = [None] * len(jobs)
+    for p in range(passes):
+        for i in (range(len(jobs)) if p % 2 == 0 else reversed(range(len(jobs)))):  # alternate the order
+            res = measure(replace(jobs[i], repeats=per_pass))
+            values[i] += res.clips_per_s.values
+            last[i] = res
+    return [replace(r, clips_per_s=Stat.of(v)) for r, v in zip(last, values) if r is not None]
+
+
 def _model(run: _Run) -> None:
     s = run.settings
     for provider in s.providers:
         if provider is Provider.CUDA:
             _model_cuda(run)
             continue
+        jobs, names = [], []
         for kind in InputKind:
             for workers in s.workers:
                 for threads in s.threads:
                     if workers * threads > s.cores:  # oversubscribed layouts only measure contention
                         continue
                     for batch in s.batch_sizes:
-                        job = _job(run, run.model.path, SessionSpec(Provider.CPU, threads), kind, workers, batch)
-                        _model_row(run, job, f"ORT cpu {kind.value} {workers}w x {threads}t b{batch}", variant="conv1d")
+                        jobs.append(_job(run, run.model.path, SessionSpec(Provider.CPU, threads), kind, workers, batch))
+                        names.append(f"ORT cpu {kind.value} {workers}w x {threads}t b{batch}")
         # The engine's Runner on top (mean pooling of the nine outputs) at its default layout.
-        job = _job(run, run.model.path, SessionSpec(Provider.CPU, ENGINE_DEFAULT["threads"]), InputKind.TILED_25S,
-                   s.cores, ENGINE_DEFAULT["batch"], Stage.POOLED)
-        _model_row(run, job, f"ORT cpu + Runner pooling {s.cores}w x 1t b4", variant="conv1d")
+        jobs.append(_job(run, run.model.path, SessionSpec(Provider.CPU, ENGINE_DEFAULT["threads"]), InputKind.TILED_25S,
+                         s.cores, ENGINE_DEFAULT["batch"], Stage.POOLED))
+        names.append(f"ORT cpu + Runner pooling {s.cores}w x 1t b4")
+        for job, name, res in zip(jobs, names, _interleaved(jobs, s.passes)):
+            _row_of(run, job, res, name, "model", variant="conv1d")
 
 
 def _model_cuda(run: _Run) -> None:
@@ -197,19 +220,18 @@ def _model_cuda(run: _Run) -> None:
 
 
 def _variant_layouts(run: _Run) -> list[tuple[int, int, int]]:
-    """(workers, threads, batch) layouts the variants are compared at: the best grid layout, and the
-    one-session-on-every-core layout (where spinning and thread options matter)."""
+    """(workers, threads, batch) layouts the variants are compared at: the engine's default, and one
+    session on every core (where spinning and thread options matter)."""
     s = run.settings
-    best = run.best_model()
-    first = ((best.params["workers"], best.params["threads"], best.params["batch"]) if best
-             else (s.cores, ENGINE_DEFAULT["threads"], ENGINE_DEFAULT["batch"]))
-    layouts = [first]
-    if s.cores > 1 and (1, s.cores, first[2]) not in layouts:
-        layouts.append((1, s.cores, first[2]))
+    layouts = [(s.cores, ENGINE_DEFAULT["threads"], ENGINE_DEFAULT["batch"])]
+    if s.cores > 1:
+        layouts.append((1, s.cores, ENGINE_DEFAULT["batch"]))
     return layouts
 
 
 def _variants(run: _Run) -> None:
+    """Every candidate as an arm of one interleaved job per layout: ratios to the engine's model are
+    taken round by round, so they hold even while the machine's load changes."""
     s = run.settings
     kind = InputKind.TILED_25S
     files: dict[ModelVariant, Path] = {ModelVariant.CONV1D: run.model.path}
@@ -224,27 +246,29 @@ def _variants(run: _Run) -> None:
     for index, (workers, threads, batch) in enumerate(_variant_layouts(run)):
         tag = f"{workers}w x {threads}t b{batch}"
         base = SessionSpec(Provider.CPU, threads)
-        # Every model variant at the first (best) layout; at the second only the engine's and the fastest
-        # candidates, to see whether the gain holds with one session on every core.
-        variants = list(files) if index == 0 else [v for v in files if v in (ModelVariant.CONV1D, ModelVariant.MM_ALL)]
-        for variant in variants:
-            _model_row(run, _job(run, files[variant], base, kind, workers, batch), f"{variant.value} {tag}",
-                       "variants", variant=variant.value, experiment="model")
+        arms: list[tuple[Arm, dict]] = []
+        # Every model variant at the engine's layout; at the other only the fastest candidate.
+        for variant, path in files.items():
+            if variant is ModelVariant.CONV1D or (index > 0 and variant is not ModelVariant.MM_ALL):
+                continue
+            arms.append((Arm(variant.value, str(path), base), {"variant": variant.value, "experiment": "model"}))
         for level in s.graph_levels:
-            if level is GraphOptimization.ALL or index > 0:
-                continue  # ALL is the baseline row above
-            spec = SessionSpec(Provider.CPU, threads, level)
-            _model_row(run, _job(run, run.model.path, spec, kind, workers, batch), f"graph opt {level.value} {tag}",
-                       "variants", variant="conv1d", experiment="graph")
+            if level is not GraphOptimization.ALL and index == 0:  # ALL is the baseline
+                arms.append((Arm(f"graph opt {level.value}", str(run.model.path), SessionSpec(Provider.CPU, threads, level)),
+                             {"variant": "conv1d", "experiment": "graph"}))
         if s.session_options:
             options: list[dict] = [{"cpu_arena": False}, {"mem_pattern": False}] if index == 0 else []
             if threads > 1:  # spinning only concerns a session with pool threads
                 options.append({"allow_spinning": False})
             for option in options:
-                spec = SessionSpec(Provider.CPU, threads, **option)
                 key, value = next(iter(option.items()))
-                _model_row(run, _job(run, run.model.path, spec, kind, workers, batch), f"{key}={value} {tag}",
-                           "variants", variant="conv1d", experiment="session-option")
+                arms.append((Arm(f"{key}={value}", str(run.model.path), SessionSpec(Provider.CPU, threads, **option)),
+                             {"variant": "conv1d", "experiment": "session-option"}))
+        job = replace(_job(run, run.model.path, base, kind, workers, batch), arms=tuple(a for a, _ in arms))
+        results = measure_arms(job)
+        _row_of(run, job, results[0], f"conv1d (engine) {tag}", "variants", variant="conv1d", experiment="model")
+        for (arm, params), res in zip(arms, results[1:]):
+            _row_of(run, job, res, f"{arm.label} {tag}", "variants", spec=arm.spec, **params)
     try:
         errors = isolated(baselines.parity, {v.value: str(p) for v, p in files.items()}, run.pool_paths)
     except ImportError as exc:
@@ -309,10 +333,18 @@ def _e2e(run: _Run) -> None:
              s.e2e_repeats, config="engine-default")
     _feature_check(run, store)
     if s.e2e_alternatives:
-        alternatives = [(1, s.cores, 4), (s.cores, 1, 1), (s.cores, 1, 8)] if s.cores > 1 else [(1, 1, 1), (1, 1, 8)]
-        for workers, threads, batch in alternatives:
-            job = e2e.E2EJob(str(manifest), store, model, workers=workers, threads=threads, batch_size=batch)
-            _e2e_row(run, f"extract {len(corpus)} clips, {workers}w x {threads}t b{batch}", job, 1, config="alternative")
+        # The engine's layout again on the same smaller subset, so the alternatives compare like for like.
+        subset = corpus.subset(s.e2e_alternatives)
+        alt_manifest = write_manifest(subset, run.workdir / "e2e-alternatives.csv")
+        alternatives = [(s.cores, 1, 4), (1, s.cores, 4), (s.cores, 1, 1), (s.cores, 1, 8)]
+        for workers, threads, batch in dict.fromkeys(alternatives):
+            job = e2e.E2EJob(str(alt_manifest), store, model, workers=workers, threads=threads, batch_size=batch)
+            _e2e_row(run, f"extract {len(subset)} clips, {workers}w x {threads}t b{batch}", job, 1, config="alternative")
+        if ModelVariant.MM_ALL in s.variants:  # the proposed MatMul rewrite, end to end at the engine's layout
+            rewritten = str(variant_file(ModelVariant.MM_ALL, run.model).path)
+            job = e2e.E2EJob(str(alt_manifest), store, rewritten, workers=s.cores, threads=1, batch_size=4)
+            _e2e_row(run, f"extract {len(subset)} clips, {s.cores}w x 1t b4, mm-all model", job, 1,
+                     config="alternative", variant=ModelVariant.MM_ALL.value)
     for n in s.scaling_clips:
         scaled = scaled_manifest(run.corpus, n, run.workdir)
         _e2e_row(run, f"extract {n} clips (scaling), engine defaults", e2e.E2EJob(str(scaled), store, model), 1,

@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated outputs (default all: {','.join(arch.OUTPUTS)})")
     parser.add_argument("--pool", type=_csv_choice(tuple(p.value for p in Pool), "pooling"), default=("mean",),
                         help="comma-separated poolings over time: mean,max,std (default mean)")
-    parser.add_argument("--frames", action="store_true", help="also store frame-level features (ragged)")
+    parser.add_argument("--frames", nargs="?", const="all", default=None, metavar="LAYERS",
+                        help="also store frame-level features (ragged): of every extracted layer, or of LAYERS "
+                             "(comma-separated; pool1 alone is 8x the audio's size)")
     parser.add_argument("--sample-rate", choices=[m.value for m in SampleRateMode], default="resample",
                         help="resample to 22,050 Hz (default) or feed native samples as the seed notebook did")
     parser.add_argument("--mix", choices=[m.value for m in Mix], default="first", help="multi-channel: first channel (default) or mean")
@@ -66,6 +68,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _frames(args: argparse.Namespace) -> tuple[str, ...] | bool:
+    if args.frames is None:
+        return False
+    if args.frames == "all":
+        return True
+    try:
+        return _csv_choice(arch.OUTPUTS, "layer")(args.frames)
+    except argparse.ArgumentTypeError as exc:
+        raise SoundNetError(f"--frames: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from .inputs import discover, read_manifest
     from .modelfile import ensure_model
@@ -83,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0 or args.threads < 0:
         raise SoundNetError("--batch-size must be >= 1, --workers and --threads >= 0")
     options = ExtractOptions(
-        request=Request(layers=args.layers, pools=tuple(Pool(p) for p in args.pool), frames=args.frames),
+        request=Request(layers=args.layers, pools=tuple(Pool(p) for p in args.pool), frames=_frames(args)),
         preprocessing=Preprocessing(SampleRateMode(args.sample_rate), Mix(args.mix), args.min_seconds),
         provider=Provider(args.provider), workers=args.workers, batch_size=args.batch_size,
         intra_op_threads=args.threads, layout=Layout(args.layout), progress=not args.no_progress,

@@ -36,7 +36,8 @@ META_KEY_ARCH = "soundnet8.conv_layout"
 META_KEY_SCENES = "soundnet8.scene_names"  # 401 Places categories, JSON list
 META_KEY_OBJECTS = "soundnet8.object_names"  # 1000 ImageNet categories, JSON list
 MODEL_ENV_VAR = "SOUNDNET8_MODEL"
-CACHE_ENV_VAR = "SOUNDNET8_MODEL_CACHE"
+CACHE_ROOT_ENV_VAR = "SOUNDNET8_CACHE"  # everything soundnet8 caches (weights, exported models)
+CACHE_ENV_VAR = "SOUNDNET8_MODEL_CACHE"  # the exported models only
 
 
 def package_version() -> str:
@@ -48,11 +49,18 @@ def package_version() -> str:
         return "0+unknown"
 
 
+def cache_root() -> Path:
+    """$SOUNDNET8_CACHE, else $XDG_CACHE_HOME/soundnet8, else ~/.cache/soundnet8."""
+    if os.environ.get(CACHE_ROOT_ENV_VAR):
+        return Path(os.environ[CACHE_ROOT_ENV_VAR])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "soundnet8"
+
+
 def cache_dir() -> Path:
     if os.environ.get(CACHE_ENV_VAR):
         return Path(os.environ[CACHE_ENV_VAR])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "soundnet8" / "onnx"
+    return cache_root() / "onnx"
 
 
 def cached_model_path(weights_sha256: str = WEIGHTS_SHA256) -> Path:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import arch
+from .errors import SoundNetError
 from .modelfile import INPUT_NAME
 
 
@@ -99,14 +100,18 @@ class Request:
 
     layers: tuple[str, ...] = arch.OUTPUTS
     pools: tuple[Pool, ...] = (Pool.MEAN,)
-    frames: bool = False
+    frames: tuple[str, ...] | bool = ()  # layers whose frames are kept too; True = all of ``layers``
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.layers if name not in arch.OUTPUTS]
         if unknown or not self.layers:
-            raise ValueError(f"unknown layers {unknown}; choose from {', '.join(arch.OUTPUTS)}")
+            raise SoundNetError(f"unknown layers {unknown}; choose from {', '.join(arch.OUTPUTS)}")
         if not self.pools:
-            raise ValueError("at least one pooling is needed")
+            raise SoundNetError("at least one pooling is needed")
+        frames = self.layers if self.frames is True else () if self.frames is False else tuple(self.frames)
+        if any(name not in self.layers for name in frames):
+            raise SoundNetError(f"frames of {list(frames)} requested, but only {list(self.layers)} are extracted")
+        object.__setattr__(self, "frames", tuple(name for name in arch.OUTPUTS if name in frames))
 
 
 class Runner:
@@ -135,11 +140,11 @@ class Runner:
         return dict(zip(self.outputs, self.session.run(self.outputs, {INPUT_NAME: batch})))
 
     def _accumulators(self) -> dict[str, _Accumulator]:
-        return {name: _Accumulator(arch.output_channels(name), self.request.frames) for name in self.outputs}
+        return {name: _Accumulator(arch.output_channels(name), name in self.request.frames) for name in self.outputs}
 
     def _finish(self, acc: Mapping[str, _Accumulator]) -> ClipFeatures:
         pooled = {(name, pool.value): a.pooled(pool) for name, a in acc.items() for pool in self.request.pools}
-        frames = {name: a.all_frames() for name, a in acc.items()} if self.request.frames else None
+        frames = {name: acc[name].all_frames() for name in self.request.frames} if self.request.frames else None
         return ClipFeatures(pooled, frames, {name: a.count for name, a in acc.items()})
 
     # -- clips --------------------------------------------------------------------------------

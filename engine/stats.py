@@ -19,8 +19,13 @@ the values above those bins (certainly above the threshold) and collects the few
 an exact selection among the collected values gives the order statistics, numpy's own lerp
 arithmetic the threshold, and the collected values' labels the rest of the counts. When the
 collected values would exceed the memory budget, intermediate passes refine the bins on the
-next bits first (at most 3 levels for float32), so memory is bounded by the budget, not by N.
-Typical stores need 2 passes; 2 more at most.
+next 12 bits first (two such passes resolve every bit of a float32), so memory is bounded by the
+budget, not by N. Typical stores need 2 passes (measured: ReLU features, 200,000 clips, 64 MiB).
+
+Shares. ``share_seed`` is the seed's: top-class count / (N * (100 - q) / 100), i.e. ``stats / 100``
+for 2,000 clips. Ties at the threshold (ReLU zeros) leave some neurons fewer activations than
+that, so ``share_active`` (top-class count / the neuron's actual activations) is reported beside
+it; the two agree for neurons without ties.
 """
 
 from __future__ import annotations
@@ -817,7 +822,8 @@ def activation_counts(
     thresholds against float32 data, as older numpy's percentile returned).
     """
     label = name or "features"
-    rows = _Rows(data, name=label, chunk_rows=chunk_rows, chunk_bytes=min(CHUNK_BYTES_MAX, _check_budget(memory_budget, label) // 4))
+    budget = _check_budget(memory_budget, label)
+    rows = _Rows(data, name=label, chunk_rows=chunk_rows, chunk_bytes=min(CHUNK_BYTES_MAX, budget // 4))
     y, k = _check_labels(labels, rows.n, n_classes, label)
     if y is None:
         raise StatsError(f"{label}: activation counts need labels")
@@ -878,8 +884,10 @@ def neuron_stats(
     """Everything the seed's neuron analysis reads, for each neuron (column) of ``data`` (N, C).
 
     ``labels`` (N,) integer classes in [0, n_classes) or None (no class selectivity: counts get
-    0 columns). ``n_classes`` defaults to ``len(class_names)`` or ``labels.max() + 1`` (classes
-    without clips get zero counts). 2 passes over ``data`` in row chunks for typical data.
+    0 columns, shares are NaN). ``n_classes`` defaults to ``len(class_names)`` or
+    ``labels.max() + 1`` (classes without clips get zero counts). ``data`` as for
+    :func:`percentile_thresholds`; 2 passes over it in row chunks for typical data. Raises
+    :class:`StatsError` naming the layer and row on NaN, and on labels outside the classes.
     """
     name = _name(layer, pool)
     q = _check_q(q)
@@ -891,6 +899,12 @@ def neuron_stats(
     rows = _Rows(data, name=name, chunk_rows=chunk_rows, chunk_bytes=min(CHUNK_BYTES_MAX, budget // 4))
     _require_rows(rows)
     y, k = _check_labels(labels, rows.n, n_classes, name)
+    if _seed_denominator(rows.n, q) < 1:
+        log.warning(
+            "%s: %d clips at q=%g expect fewer than one clip above the threshold: share_seed "
+            "(count / %.3g) is not a proportion; read share_active",
+            name, rows.n, q, _seed_denominator(rows.n, q),
+        )  # fmt: skip
     scan = _exact_scan(rows, q, labels=y, n_classes=k, top_k=int(top_k), budget=budget, want_counts=True)
     return _assemble(scan, rows, q, layer=layer, pool=pool, class_names=class_names)
 

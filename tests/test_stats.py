@@ -38,7 +38,7 @@ from .conftest import SEED_FEATURES, requires_shared
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Values that make ties, zeros (ReLU), negative numbers and both signs of zero likely.
-TIE_VALUES = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 2.5, -1.0, 1e-3, 7.25, 1e6], dtype=np.float64)
+TIE_VALUES = np.array([0.0, 0.0, -0.0, 1.0, 2.0, 2.5, -1.0, 1e-3, 7.25, 1e6], dtype=np.float64)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -214,6 +214,17 @@ def test_single_clip_and_top_k_beyond_n():
     assert np.array_equal(r.thresholds, X[0]) and r.top_clips.shape == (3, 1)
     assert np.array_equal(r.n_active, [0, 0, 0])
     assert np.array_equal(r.top_class, [-1, -1, -1]) and np.isnan(r.share_active).all()
+
+
+def test_fewer_clips_than_the_percentile_needs(caplog):
+    """10 clips at q=95: the seed expects half a clip above the threshold, so its share is not a
+    proportion (2.0 here); share_active stays one, and a warning says so."""
+    X = np.arange(10, dtype=np.float32)[:, None]
+    r = neuron_stats(X, np.zeros(10, int), 95, layer="conv1")
+    assert r.seed_denominator == 0.5 and r.n_active[0] == 1
+    assert r.share_seed[0] == 2.0 and r.share_active[0] == 1.0
+    assert "conv1: 10 clips at q=95" in caplog.text
+    _check_against_numpy(X, np.zeros(10, int), 1, 95, r)
 
 
 def test_no_clips_is_an_error():

@@ -178,7 +178,7 @@ def test_schema_of_a_written_store(tmp_path):
     assert attrs["format_version"] == FORMAT_VERSION == 1
     assert json.loads(attrs["layers"]) == ["pool1", "pool2"] and json.loads(attrs["pools"]) == ["mean", "max"]
     assert json.loads(attrs["preprocessing"]) == {"sample_rate": 22050, "recipe": "test"}
-    assert bool(attrs["frames"]) is True
+    assert json.loads(attrs["frames"]) == ["pool1", "pool2"]
     assert attrs["weights_sha256"] == "w" * 64 and attrs["onnx_sha256"] == "o" * 64
     assert attrs["provider"] == "CPUExecutionProvider" and attrs["onnxruntime_version"] == "test"
     assert attrs["soundnet8_version"] and attrs["compression"] == "gzip"
@@ -213,7 +213,7 @@ def test_reader_round_trip(tmp_path):
         assert fs.n_clips == len(results) and fs.layers == ("pool1", "pool2")
         assert fs.pools("pool1") == ("mean", "max")
         assert fs.attrs["preprocessing"] == {"sample_rate": 22050, "recipe": "test"}
-        assert fs.attrs["layers"] == ["pool1", "pool2"] and fs.attrs["frames"] is True
+        assert fs.attrs["layers"] == ["pool1", "pool2"] and fs.attrs["frames"] == ["pool1", "pool2"]
         assert list(fs.paths) == [r.path for r in results]
         assert fs.durations.tolist() == [r.duration for r in results]
         assert fs.sample_rates.tolist() == [r.sample_rate for r in results]
@@ -537,7 +537,7 @@ def test_corrupt_segments_are_discarded_and_redone(tmp_path, caplog):
 # --------------------------------------------------------------------------------------------
 
 CHANGES = {
-    "layers": {"layers": ("pool1",)},
+    "layers": {"layers": ("pool1",), "frames": ("pool1",)},
     "pools": {"pools": ("mean", "max", "std")},
     "frames": {"frames": False},
     "preprocessing": {"preprocessing": {"sample_rate": 44100, "recipe": "test"}},
@@ -555,7 +555,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, setting):
         StoreWriter(store, changed)
     detail = str(info.value).split("cannot resume: ")[1].split(" differ from")[0]
     named = [k for k in CHANGES if detail.startswith(f"{k} (") or f"; {k} (" in detail]
-    assert named == [setting], detail
+    # Fewer layers also means frames of fewer layers: both are named then.
+    assert named == ([setting, "frames"] if setting == "layers" else [setting]), detail
     if setting == "preprocessing":
         assert "sample_rate: 22050 -> 44100" in detail
     # the refusal changed nothing and released the lock; --overwrite starts afresh
