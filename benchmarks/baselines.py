@@ -36,6 +36,9 @@ class LoopResult:
     clips: int
     features: dict[str, dict[str, np.ndarray]]  # path -> output -> (C,) mean over time (last repeat)
     threads: int
+    # Clips whose resampled samples leave [-1, 1]: the engine clips its input to ±256 (the original
+    # loader), the seed recipe does not, so only these may differ beyond float rounding.
+    beyond_full_scale: frozenset[str] = frozenset()
 
 
 def _torch_model(threads: int):
@@ -97,9 +100,12 @@ def seed_style(paths: tuple[str, ...], threads: int, warmup: int, repeats: int) 
 
     model = _torch_model(threads)
     features: dict[str, dict[str, np.ndarray]] = {}
+    beyond: set[str] = set()
 
     def clip(path: str, keep: bool) -> float:
         x = seed_waveform(path)
+        if keep and float(np.abs(x).max()) > arch.INPUT_SCALE:
+            beyond.add(path)
         start = time.perf_counter()
         with torch.inference_mode():
             outputs = model(torch.from_numpy(x)[None])
@@ -117,7 +123,8 @@ def seed_style(paths: tuple[str, ...], threads: int, warmup: int, repeats: int) 
         totals.append(time.perf_counter() - start)
         model_totals.append(model_s)
     n = len(paths)
-    return LoopResult(Stat.of(n / s for s in totals), Stat.of(n / s for s in model_totals), n, features, threads)
+    return LoopResult(Stat.of(n / s for s in totals), Stat.of(n / s for s in model_totals), n, features, threads,
+                      frozenset(beyond))
 
 
 def naive_ort(model_path: str, paths: tuple[str, ...], warmup: int, repeats: int) -> LoopResult:

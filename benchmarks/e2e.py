@@ -52,6 +52,14 @@ class E2EResult:
     maxrss_main: int  # bytes, kernel's peak of the main process
     maxrss_worker: int  # bytes, kernel's peak of the largest worker
     workers: int
+    cpu_main_s: float  # CPU seconds (user + system) of the main process: reading, pooling results, writing
+    cpu_workers_s: float  # CPU seconds of all workers together: decoding and the model
+
+    @property
+    def cpu_per_clip_ms(self) -> dict[str, float]:
+        """Where the work went, independent of how busy the shared machine was."""
+        n = max(self.clips, 1)
+        return {"main": 1000 * self.cpu_main_s / n, "workers": 1000 * self.cpu_workers_s / n}
 
     @property
     def clips_per_s(self) -> float:
@@ -74,7 +82,7 @@ def run(job: E2EJob, timeout_s: float = 3600) -> E2EResult:
         raise SoundNetError(f"end-to-end run failed (exit {proc.returncode}): {err.strip()[-1500:]}")
     data = json.loads(out.strip().splitlines()[-1])
     return E2EResult(data["clips"], data["failed"], data["seconds"], wall, peak.peak,
-                     data["maxrss_main"], data["maxrss_worker"], data["workers"])
+                     data["maxrss_main"], data["maxrss_worker"], data["workers"], data["cpu_main_s"], data["cpu_workers_s"])
 
 
 def store_features(store: str | Path, paths) -> dict[str, dict[str, np.ndarray]]:
@@ -104,10 +112,12 @@ def _child(job: E2EJob) -> dict:
                              layout=Layout(job.layout), progress=False)
     summary = extract(inputs, job.store, model_info(job.model_path), options, overwrite=True)
     kib = 1024  # ru_maxrss is in KiB on Linux
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"clips": summary.processed, "failed": summary.failed, "seconds": summary.seconds,
             "workers": options.resolved_workers(),
-            "maxrss_main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib,
-            "maxrss_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib}
+            "maxrss_main": own.ru_maxrss * kib, "maxrss_worker": children.ru_maxrss * kib,
+            # Includes the start (imports, model check) as well; over thousands of clips it is small.
+            "cpu_main_s": own.ru_utime + own.ru_stime, "cpu_workers_s": children.ru_utime + children.ru_stime}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,23 +64,6 @@ class Skipped:
 
     def to_dict(self) -> dict[str, Any]:
         return {"section": self.section, "name": self.name, "reason": self.reason}
-
-
-def timed_repeats(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def rate(count: int, seconds: list[float]) -> Stat:
-    """Items per second of each timed repeat."""
-    return Stat.of(count / s for s in seconds)
 
 
 # --- peak memory ----------------------------------------------------------------------------------

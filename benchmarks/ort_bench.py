@@ -14,7 +14,7 @@ import queue as queue_module
 import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +260,3 @@ def measure_arms(job: ModelJob) -> list[ModelResult]:
         ratio = Stat.of(seconds[0][r] / seconds[index][r] for r in range(job.repeats)) if n_arms > 1 else None
         out.append(ModelResult(Stat.of(per_round / s for s in seconds[index]), per_round, samples, provider_used, ratio))
     return out
-
-
-def with_spec(job: ModelJob, **changes) -> ModelJob:
-    return replace(job, spec=replace(job.spec, **changes))

@@ -70,6 +70,9 @@ def _section_table(results: BenchResults, section: str) -> list[str]:
         if "peak_rss_tree_mib" in r.extra:
             notes.append(f"peak RSS {r.extra['peak_rss_tree_mib']:.0f} MiB (tree), "
                          f"main {r.extra['maxrss_main_mib']:.0f}, worker {r.extra['maxrss_worker_mib']:.0f}")
+        if "cpu_ms_per_clip" in r.extra:
+            c = r.extra["cpu_ms_per_clip"]
+            notes.append(f"CPU/clip: workers {c['workers']:.0f} ms, main {c['main']:.1f} ms")
         if "all_cores_clips_per_s" in r.extra:
             notes.append(f"x{results.settings.cores} cores = {r.extra['all_cores_clips_per_s']:.0f} clips/s")
         if "blas" in r.extra:
@@ -98,6 +101,11 @@ def _check_text(check: Any) -> str:
         per = ", ".join(f"{k} {v:.1e}" for k, v in check["per_output"].items())
         clips = f" over {check['clips']} clips" if "clips" in check else ""
         return f"max relative difference {check['max']:.2e}{clips} ({per})"
+    if isinstance(check, dict) and "ratio" in check:
+        r = check["ratio"]
+        ref = ", ".join(f"{v:.1f}" for v in check["reference_clips_per_s"])
+        own = ", ".join(f"{v:.1f}" for v in check["e2e_clips_per_s"])
+        return f"ratio median {r['median']:.2f} (min {r['min']:.2f}, max {r['max']:.2f}); reference clips/s {ref}; end to end {own}"
     if isinstance(check, dict):
         return "; ".join(f"{k}: max {v['max']:.2e}" if isinstance(v, dict) and "max" in v else f"{k}: {v}"
                          for k, v in check.items())

@@ -18,7 +18,7 @@ import pytest
 from soundnet8.benchmarks import report
 from soundnet8.benchmarks.data import Corpus, load_corpus, scaled_manifest
 from soundnet8.benchmarks.machine import MachineInfo, machine_name, short_cpu_name, short_gpu_name
-from soundnet8.benchmarks.measure import PeakRSS, Row, Stat, rate, timed_repeats, tree_rss
+from soundnet8.benchmarks.measure import PeakRSS, Row, Stat, tree_rss
 from soundnet8.benchmarks.settings import InputKind, Mode, Section, settings_for
 from soundnet8.benchmarks.suite import BenchResults, Target, compute_targets
 from soundnet8.engine.session import Provider
@@ -32,15 +32,8 @@ def test_stat_summarises_repeats():
     s = Stat.of([3.0, 1.0, 2.0, 10.0])
     assert (s.median, s.min, s.max) == (2.5, 1.0, 10.0)
     assert s.scaled(2).median == 5.0
-    assert rate(10, [2.0, 5.0]).values == (5.0, 2.0)
     with pytest.raises(ValueError):
         Stat.of([])
-
-
-def test_timed_repeats_counts_only_timed_calls():
-    calls = []
-    seconds = timed_repeats(lambda: calls.append(1), warmup=2, repeats=3)
-    assert len(calls) == 5 and len(seconds) == 3 and all(s >= 0 for s in seconds)
 
 
 @pytest.mark.parametrize("model,expected", [
