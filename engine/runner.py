@@ -42,6 +42,7 @@ class _Accumulator:
 
     channels: int
     keep_frames: bool
+    pools: tuple[Pool, ...] = tuple(Pool)
     count: int = 0
     total: np.ndarray = field(init=False)
     squares: np.ndarray = field(init=False)
@@ -54,14 +55,16 @@ class _Accumulator:
         self.peak = np.full(self.channels, -np.inf)
 
     def add(self, frames: np.ndarray) -> None:
-        """``frames``: (T, C) float32."""
+        """``frames``: (T, C) float32. Only the statistics asked for are computed (measured: the
+        full set with float64 copies cost ~2 ms a clip, as much as decoding)."""
         if not len(frames):
             return
-        f64 = frames.astype(np.float64)
         self.count += len(frames)
-        self.total += f64.sum(axis=0)
-        self.squares += np.square(f64).sum(axis=0)
-        self.peak = np.maximum(self.peak, frames.max(axis=0))
+        self.total += frames.sum(axis=0, dtype=np.float64)
+        if Pool.STD in self.pools:
+            self.squares += np.einsum("tc,tc->c", frames, frames, dtype=np.float64)
+        if Pool.MAX in self.pools:
+            self.peak = np.maximum(self.peak, frames.max(axis=0))
         if self.keep_frames:
             self.frames.append(frames)
 
@@ -140,7 +143,8 @@ class Runner:
         return dict(zip(self.outputs, self.session.run(self.outputs, {INPUT_NAME: batch})))
 
     def _accumulators(self) -> dict[str, _Accumulator]:
-        return {name: _Accumulator(arch.output_channels(name), name in self.request.frames) for name in self.outputs}
+        return {name: _Accumulator(arch.output_channels(name), name in self.request.frames, self.request.pools)
+                for name in self.outputs}
 
     def _finish(self, acc: Mapping[str, _Accumulator]) -> ClipFeatures:
         pooled = {(name, pool.value): a.pooled(pool) for name, a in acc.items() for pool in self.request.pools}

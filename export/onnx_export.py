@@ -63,10 +63,26 @@ def _trace_to_onnx(weights: Weights, conv2d: bool) -> onnx.ModelProto:
 def _guard_heads(model: onnx.ModelProto) -> None:
     """Move the two head convolutions into an If that yields 0 frames when conv7 is too short."""
     graph = model.graph
-    heads = [n for n in graph.node if n.output[0] in arch.HEAD_OUTPUTS]
-    if len(heads) != 2 or {n.op_type for n in heads} != {"Conv"}:
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def upstream(names) -> list[onnx.NodeProto]:
+        seen: dict[int, onnx.NodeProto] = {}
+        stack = [producer[n] for n in names if n in producer]
+        while stack:
+            node = stack.pop()
+            if id(node) not in seen:
+                seen[id(node)] = node
+                stack.extend(producer[i] for i in node.input if i in producer)
+        return list(seen.values())
+
+    # The head branch: whatever feeds the heads but no trunk output (a Conv, plus Squeeze/Reshape
+    # nodes in the Conv2d layout), in graph order.
+    trunk = {id(n) for n in upstream(arch.TRUNK_OUTPUTS)}
+    branch_ids = {id(n) for n in upstream(arch.HEAD_OUTPUTS)} - trunk
+    heads = [n for n in graph.node if id(n) in branch_ids]
+    if sum(n.op_type == "Conv" for n in heads) != 2:
         raise RuntimeError(f"unexpected head nodes in the exported graph: {[n.name for n in heads]}")
-    conv7 = heads[0].input[0]
+    conv7 = "conv7"  # the graph output; its axis 2 counts the frames in either layout
     for node in heads:
         graph.node.remove(node)
 
@@ -81,12 +97,11 @@ def _guard_heads(model: onnx.ModelProto) -> None:
                              value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])),
         ]
 
-    out_infos = [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, None) for n in heads]
+    out_infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in arch.HEAD_OUTPUTS]
     then_branch = helper.make_graph(list(heads), "heads_available", [], out_infos)
     else_nodes = []
-    for node in heads:
-        channels = next(s.out_channels for s in arch.HEADS if arch.OUTPUT_BLOCKS[node.output[0]] == s.name)
-        else_nodes += empty_head(node.output[0], channels)
+    for name in arch.HEAD_OUTPUTS:
+        else_nodes += empty_head(name, arch.output_channels(name))
     else_branch = helper.make_graph(else_nodes, "heads_unavailable", [], out_infos)
     graph.node.extend([
         helper.make_node("Shape", [conv7], ["conv7_shape"]),
@@ -97,7 +112,7 @@ def _guard_heads(model: onnx.ModelProto) -> None:
         const("head_min_frames", [HEAD_MIN_FRAMES]),
         helper.make_node("GreaterOrEqual", ["conv7_frames", "head_min_frames"], ["heads_ok_1d"]),
         helper.make_node("Squeeze", ["heads_ok_1d"], ["heads_ok"]),
-        helper.make_node("If", ["heads_ok"], [n.output[0] for n in heads],
+        helper.make_node("If", ["heads_ok"], list(arch.HEAD_OUTPUTS),
                          then_branch=then_branch, else_branch=else_branch, name="heads_if_long_enough"),
     ])
     # Graph outputs must stay in OUTPUTS order; re-sort nodes topologically for the checker.

@@ -233,3 +233,17 @@ def test_engine_never_imports_torch():
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_conv2d_layout_export_matches_and_guards_its_heads(weights, torch_model, tmp_path):
+    """The (k, 1) Conv2d export of the PyTorch ports (kept for benchmarks) is the same model."""
+    from soundnet8.export.onnx_export import export_onnx
+
+    path = export_onnx(tmp_path / "conv2d.onnx", weights, conv2d=True)
+    for n in (arch.MIN_SAMPLES_HEADS - 1, 25 * arch.SAMPLE_RATE):
+        x = np.random.default_rng(n).uniform(-256, 256, (2, n)).astype(np.float32)
+        got, want = run_onnx(path, x), run_torch(torch_model, x)
+        for name in arch.OUTPUTS:
+            assert got[name].shape == want[name].shape, (n, name)
+            if want[name].size:
+                assert relative_error(got[name], want[name]) < PARITY_TOLERANCE, (n, name)
