@@ -21,6 +21,15 @@ DPI = 100
 NAME_INCHES = 0.22
 """Axis length per class name on class-labelled axes, so 50 names stay readable."""
 
+MAX_INCHES = 30.0
+"""Largest side of any figure (3000 pixels at 100 dpi), whatever the number of classes."""
+
+MAX_NAMED = 80
+"""Class-labelled axes name at most this many classes; beyond, names would not be readable."""
+
+MAX_BARS = 40
+"""Bars shown in a neuron's class histogram (its most frequent classes)."""
+
 MIN_CATEGORICAL = 10  # up to this many groups: tab10; more: tab20, then a continuous colour map
 
 
@@ -81,13 +90,14 @@ def confusion_figure(
         raise AnalysisError(f"confusion matrix {counts.shape} and {len(class_names)} class names disagree")
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    side = max(6.0, 3.0 + NAME_INCHES * k)
+    side = min(MAX_INCHES - 1.0, max(6.0, 3.0 + NAME_INCHES * k))
     fig = _figure(figsize or (side + 1.0, side), dpi)
     ax = fig.add_axes((0.2, 0.2, 0.68, 0.72))
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     size = _name_size(k)
-    ax.set_xticks(range(k), labels=class_names, rotation=90, fontsize=size)
-    ax.set_yticks(range(k), labels=class_names, fontsize=size)
+    if k <= MAX_NAMED:
+        ax.set_xticks(range(k), labels=class_names, rotation=90, fontsize=size)
+        ax.set_yticks(range(k), labels=class_names, fontsize=size)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
@@ -119,11 +129,14 @@ def class_recall_figure(
     if len(class_names) != k:
         raise AnalysisError(f"{k} recalls but {len(class_names)} class names")
     order = np.argsort(np.where(np.isnan(recall), -1.0, recall), kind="stable")
-    fig = _figure(figsize or (9.0, max(4.0, 1.5 + NAME_INCHES * k)), dpi)
+    fig = _figure(figsize or (9.0, min(MAX_INCHES, max(4.0, 1.5 + NAME_INCHES * k))), dpi)
     ax = fig.add_axes((0.3, 0.08, 0.65, 0.86))
     colors = ["tab:green" if i in easy else "tab:red" if i in difficult else "tab:gray" for i in order]
     ax.barh(range(k), np.nan_to_num(recall[order]), color=colors)
-    ax.set_yticks(range(k), labels=[class_names[i] for i in order], fontsize=_name_size(k))
+    if k <= MAX_NAMED:
+        ax.set_yticks(range(k), labels=[class_names[i] for i in order], fontsize=_name_size(k))
+    else:
+        ax.set_ylabel(f"{k} classes, sorted by recall")
     ax.set_xlim(0, 1)
     ax.set_xlabel("recall (share of the class's clips classified correctly)")
     ax.set_title(title)
@@ -151,7 +164,7 @@ def accuracy_figure(
     n = len(names)
     if len(ours) != n or (paper is not None and len(paper) != n):
         raise AnalysisError("names, ours and paper must have the same length")
-    fig = _figure(figsize or (9.0, max(3.5, 1.5 + 0.32 * n)), dpi)
+    fig = _figure(figsize or (9.0, min(MAX_INCHES, max(3.5, 1.5 + 0.32 * n))), dpi)
     ax = fig.add_axes((0.3, 0.12, 0.65, 0.8))
     y = np.arange(n)
     ax.barh(y, ours, height=0.4, color="tab:blue", label="ours (nested C)")
@@ -191,7 +204,7 @@ def embedding_figure(
         raise AnalysisError(f"need (n, 2) coordinates and (n,) groups, got {coords.shape} and {groups.shape}")
     present = [g for g in range(len(group_names)) if np.any(groups == g)]
     fig = _figure(figsize, dpi)
-    ax = fig.add_axes((0.05, 0.08, 0.62, 0.84))
+    ax = fig.add_axes((0.04, 0.08, 0.56, 0.84))
     colors = _colors(len(group_names))
     size = float(np.clip(3000 / max(coords.shape[0], 1), 2, 30))
     for g in present:
@@ -200,7 +213,8 @@ def embedding_figure(
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=_name_size(len(present)), markerscale=2, frameon=False)
+    if len(present) <= MAX_NAMED:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=_name_size(len(present)), markerscale=2, frameon=False)
     if note:
         fig.text(0.05, 0.02, note, fontsize=8, color="dimgray")
     return _save(fig, path, dpi)
@@ -254,7 +268,7 @@ def neuron_top_classes_figure(
     if class_counts.shape != (len(class_names),):
         raise AnalysisError(f"{class_counts.shape} class counts for {len(class_names)} class names")
     shown = np.flatnonzero(class_counts > 0)
-    shown = shown[np.lexsort((shown, -class_counts[shown]))]
+    shown = shown[np.lexsort((shown, -class_counts[shown]))][:MAX_BARS]
     fig = _figure(figsize or (max(6.0, 2.0 + 0.3 * shown.size), 5.0), dpi)
     ax = fig.add_axes((0.1, 0.35, 0.86, 0.57))
     ax.bar(range(shown.size), class_counts[shown], color="tab:blue")
@@ -280,10 +294,13 @@ def neuron_class_matrix_figure(
     if counts.ndim != 2 or counts.shape[1] != len(class_names):
         raise AnalysisError(f"counts {counts.shape} must be (neurons, {len(class_names)})")
     c, k = counts.shape
-    fig = _figure(figsize or (12.0, max(4.0, 1.5 + NAME_INCHES * k)), dpi)
+    fig = _figure(figsize or (12.0, min(MAX_INCHES, max(4.0, 1.5 + NAME_INCHES * k))), dpi)
     ax = fig.add_axes((0.16, 0.1, 0.74, 0.82))
     image = ax.imshow(counts.T, aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.set_yticks(range(k), labels=class_names, fontsize=_name_size(k))
+    if k <= MAX_NAMED:
+        ax.set_yticks(range(k), labels=class_names, fontsize=_name_size(k))
+    else:
+        ax.set_ylabel(f"class (0..{k - 1})")
     ax.set_xlabel(f"neuron (0..{c - 1})")
     ax.set_title(f"{layer}: clips of each class above each neuron's {q:g}th percentile")
     cax = fig.add_axes((0.92, 0.1, 0.015, 0.82))

@@ -12,13 +12,18 @@ finite Newton method (Mangasarian 2002; Keerthi & DeCoste 2005): given the rows 
 margin (the active set A), the minimiser of the quadratic that agrees with f_k on A is the solution
 of a linear system; an exact line search along the step keeps the method monotone, and when the
 active set no longer changes the current point is the exact minimiser. It converges in a handful
-of steps, and warm starts along increasing C cut that further. Each system is solved in whichever
-form is smaller (both are exact):
+of steps, and warm starts along increasing C cut that further.
 
-* primal, (I + 2C X_A' X_A) w = 2C X_A' t_A, a d x d system whose Gram matrix X_A' X_A is kept per
-  class and updated only by the rows that entered or left A (most of them do not);
-* kernel, w = 2C X_A' a with (I + 2C X_A X_A') a = t_A, an |A| x |A| system, when fewer than d
-  rows are active (large C: the support vectors).
+The problem is solved in the data's principal axes (X = Z V', w = V z: nothing is lost, the
+optimal w lies in X's row space), so its size is r = rank(X) <= min(n, d + 1), and each Newton
+system is solved in whichever of three exact forms is cheapest for that class and step:
+
+* primal, (I + 2C Z_A' Z_A) z = 2C Z_A' t_A, an r x r system whose Gram matrix Z_A' Z_A is kept
+  per class and updated only by the rows that entered or left A (most of them do not);
+* kernel, z = 2C Z_A' a with (I + 2C Z_A Z_A') a = t_A, an |A| x |A| system (large C: few rows,
+  the support vectors, are active);
+* complement, Woodbury around the diagonal I + 2C Z'Z: an |I| x |I| system in the few inactive
+  rows (small C: nearly every row is active).
 
 At the optimum both solvers give the same model, so accuracies agree with liblinear wherever
 liblinear converges (the tests compare them). Two classes give one model, as in LinearSVC.
@@ -55,6 +60,10 @@ GRAM_CACHE_BYTES = 256 * 2**20
 
 KERNEL_CACHE_BYTES = 256 * 2**20
 """Largest n x n kernel matrix precomputed for the kernel form (else its blocks are computed)."""
+
+RANK_TOL = 1e-12
+"""Principal axes with squared singular value below this fraction of the largest are dropped
+(no row has a component there, so the optimal weights have none either)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,15 +130,14 @@ def squared_hinge_path(
     n_iter = np.zeros((len(Cs), T.shape[1]), np.int64)
     converged = np.zeros((len(Cs), T.shape[1]), bool)
     newton = _Newton(Xb)
-    n, D = Xb.shape
-    # The primal form (and its per-class D x D Gram cache) only arises when n >= D.
-    chunk = max(1, int(GRAM_CACHE_BYTES // (8 * D * D))) if n >= D else T.shape[1]
+    # Classes are independent problems: solve them in chunks whose r x r Gram caches fit.
+    chunk = max(1, int(GRAM_CACHE_BYTES // (8 * newton.rank**2)))
     for lo in range(0, T.shape[1], chunk):
         cols = slice(lo, lo + chunk)
         state = newton.start(T[:, cols])
         for j in order:
             n_iter[j, cols], converged[j, cols] = newton.solve(state, Cs[j], max_iter)
-            weights[j][:, cols] = state.W
+            weights[j][:, cols] = newton.weights(state)
     return tuple(
         LinearModel(
             classes=classes,
@@ -148,110 +156,144 @@ class _State:
     """Newton state of a chunk of m classes (mutable: it is the solver's working memory)."""
 
     T: np.ndarray  # (n, m) +-1 targets
-    W: np.ndarray  # (D, m) current weights, D = d + 1
-    gram: np.ndarray | None  # (m, D, D) X_S' X_S per class, row set S (valid where gram_ok); lazy
+    W: np.ndarray  # (r, m) current weights in the principal axes
+    gram: np.ndarray | None  # (m, r, r) Z_S' Z_S per class, row set S (valid where gram_ok); lazy
     gram_rows: np.ndarray  # (n, m) bool: the rows S each Gram matrix sums
     gram_ok: np.ndarray  # (m,) bool
     g0: np.ndarray  # (m,) gradient norm at w = 0 for C = 1 (scaled by C when used)
 
 
 class _Newton:
-    """Finite Newton method with exact line search for one design matrix (bias column included)."""
+    """Finite Newton method with exact line search for one design matrix (bias column included),
+    in its principal axes (see the module docstring)."""
 
     def __init__(self, X: np.ndarray) -> None:
-        self.X = X
         n, D = X.shape
-        self.full_gram: np.ndarray | None = None  # X' X, made on first need
-        self._kernel: np.ndarray | None = None  # X X', made on first need when small enough
+        if n >= D:
+            lam, V = np.linalg.eigh(X.T @ X)
+            keep = lam > RANK_TOL * max(float(lam[-1]), 1.0)
+            V = V[:, keep]
+            Z = X @ V
+            lam = np.einsum("ij,ij->j", Z, Z)  # recomputed on Z so that Z'Z's diagonal is exact
+        else:
+            lam, U = np.linalg.eigh(X @ X.T)
+            keep = lam > RANK_TOL * max(float(lam[-1]), 1.0)
+            U, lam = U[:, keep], lam[keep]
+            V = (X.T @ U) / np.sqrt(lam)
+            Z = U * np.sqrt(lam)
+        self.Z, self.V, self.lam = Z, V, lam
+        self._kernel: np.ndarray | None = None  # Z Z' (= X X'), made on first need when small enough
+
+    @property
+    def rank(self) -> int:
+        return self.Z.shape[1]
 
     def _kernel_block(self, idx: np.ndarray) -> np.ndarray:
-        """X_A X_A' for the rows ``idx`` (a fresh array)."""
-        n = self.X.shape[0]
+        """Z_A Z_A' for the rows ``idx`` (a fresh array)."""
+        n = self.Z.shape[0]
         if self._kernel is None and 8 * n * n <= KERNEL_CACHE_BYTES:
-            self._kernel = self.X @ self.X.T
+            self._kernel = self.Z @ self.Z.T
         if self._kernel is not None:
             return self._kernel[np.ix_(idx, idx)]
-        rows = self.X[idx]
+        rows = self.Z[idx]
         return rows @ rows.T
 
     def start(self, T: np.ndarray) -> _State:
-        n, D = self.X.shape
+        n, r = self.Z.shape
         m = T.shape[1]
         return _State(
             T=T,
-            W=np.zeros((D, m)),
+            W=np.zeros((r, m)),
             gram=None,
             gram_rows=np.zeros((n, m), bool),
             gram_ok=np.zeros(m, bool),
-            g0=np.linalg.norm(2.0 * (self.X.T @ T), axis=0),
+            g0=np.linalg.norm(2.0 * (self.Z.T @ T), axis=0),
         )
 
+    def weights(self, st: _State) -> np.ndarray:
+        """The chunk's current weights in the original coordinates (D, m)."""
+        return self.V @ st.W
+
     def _gram(self, st: _State, k: int, active: np.ndarray) -> np.ndarray:
-        """X_A' X_A for class k, from its cached Gram matrix or afresh, whichever is cheaper."""
-        X = self.X
+        """Z_A' Z_A for class k, from its cached Gram matrix or afresh, whichever is cheaper."""
+        Z = self.Z
         n_active = int(active.sum())
-        fresh_cost = min(n_active, X.shape[0] - n_active)
+        fresh_cost = min(n_active, Z.shape[0] - n_active)
         if st.gram is None:
-            st.gram = np.empty((st.T.shape[1], X.shape[1], X.shape[1]))
+            st.gram = np.empty((st.T.shape[1], self.rank, self.rank))
         if st.gram_ok[k]:
             changed = active != st.gram_rows[:, k]
             if int(changed.sum()) <= fresh_cost:
                 enter = changed & active
                 leave = changed & ~active
                 if enter.any():
-                    Xe = X[enter]
-                    st.gram[k] += Xe.T @ Xe
+                    Ze = Z[enter]
+                    st.gram[k] += Ze.T @ Ze
                 if leave.any():
-                    Xl = X[leave]
-                    st.gram[k] -= Xl.T @ Xl
+                    Zl = Z[leave]
+                    st.gram[k] -= Zl.T @ Zl
                 st.gram_rows[:, k] = active
                 return st.gram[k]
-        if n_active <= X.shape[0] - n_active:
-            Xa = X[active]
-            st.gram[k] = Xa.T @ Xa
+        if n_active <= Z.shape[0] - n_active:
+            Za = Z[active]
+            st.gram[k] = Za.T @ Za
         else:
-            if self.full_gram is None:
-                self.full_gram = X.T @ X
-            Xi = X[~active]
-            st.gram[k] = self.full_gram - Xi.T @ Xi
+            Zi = Z[~active]
+            st.gram[k] = np.diag(self.lam) - Zi.T @ Zi
         st.gram_rows[:, k] = active
         st.gram_ok[k] = True
         return st.gram[k]
 
     def _newton_point(self, st: _State, k: int, active: np.ndarray, C: float) -> np.ndarray:
-        """The minimiser of the quadratic agreeing with f_k on the active rows."""
+        """The minimiser of the quadratic agreeing with f_k on the active rows, in the cheapest
+        of three exact forms."""
         import scipy.linalg
 
-        X = self.X
-        D = X.shape[1]
-        t = st.T[active, k]
-        n_active = t.size
+        Z, r = self.Z, self.rank
+        n_active = int(active.sum())
+        n_inactive = Z.shape[0] - n_active
         if n_active == 0:
-            return np.zeros(D)
-        if n_active < D:  # kernel form: an |A| x |A| system
+            return np.zeros(r)
+        cost = {
+            "kernel": n_active**3 / 3,
+            "complement": n_inactive**3 / 3 + n_inactive**2 * r,
+            "primal": r**3 / 3 + (0 if st.gram_ok[k] else min(n_active, n_inactive) * r * r),
+        }
+        form = min(cost, key=cost.get)
+        if form == "kernel":  # (I + 2C Z_A Z_A') a = t_A, w = 2C Z_A' a
             idx = np.flatnonzero(active)
             K = self._kernel_block(idx)
             K *= 2.0 * C
             K[np.diag_indices(n_active)] += 1.0
-            a = scipy.linalg.solve(K, t, assume_a="pos", overwrite_a=True, check_finite=False)
-            return 2.0 * C * (X[idx].T @ a)
+            a = scipy.linalg.solve(K, st.T[idx, k], assume_a="pos", overwrite_a=True, check_finite=False)
+            return 2.0 * C * (Z[idx].T @ a)
+        rhs = 2.0 * C * (Z.T @ np.where(active, st.T[:, k], 0.0))
+        if form == "complement":  # H = B - 2C Z_I' Z_I with B = I + 2C diag(lam): Woodbury
+            b_inv = 1.0 / (1.0 + 2.0 * C * self.lam)
+            u = b_inv * rhs
+            if n_inactive == 0:
+                return u
+            Zi = Z[~active]
+            S = -(Zi * b_inv) @ Zi.T
+            S[np.diag_indices(n_inactive)] += 1.0 / (2.0 * C)
+            s = scipy.linalg.solve(S, Zi @ u, assume_a="pos", overwrite_a=True, check_finite=False)
+            return u + b_inv * (Zi.T @ s)
         H = self._gram(st, k, active) * (2.0 * C)
-        H[np.diag_indices(D)] += 1.0
-        rhs = 2.0 * C * (X.T @ np.where(active, st.T[:, k], 0.0))
+        H[np.diag_indices(r)] += 1.0
         return scipy.linalg.solve(H, rhs, assume_a="pos", overwrite_a=True, check_finite=False)
 
     def solve(self, st: _State, C: float, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
         """Minimise f_k for every class of the chunk, from the current weights (warm start)."""
-        X, T = self.X, st.T
+        Z, T = self.Z, st.T
         m = T.shape[1]
         done = np.zeros(m, bool)
         full_step = np.zeros(m, bool)
         previous: np.ndarray | None = None
         its = np.zeros(m, np.int64)
         for _ in range(max_iter + 1):
-            margins = T * (X @ st.W)
+            margins = T * (Z @ st.W)
             active = margins < 1.0
-            grad = st.W + 2.0 * C * (X.T @ np.where(active, (margins - 1.0) * T, 0.0))
+            grad = st.W + 2.0 * C * (Z.T @ np.where(active, (margins - 1.0) * T, 0.0))
             small = np.linalg.norm(grad, axis=0) <= GRAD_TOL * C * st.g0
             if previous is not None:
                 # Same active set after a full step: the point solves its own linear system, so
@@ -265,7 +307,7 @@ class _Newton:
             for k in todo:
                 step[:, k] = self._newton_point(st, k, active[:, k], C) - st.W[:, k]
             its[todo] += 1
-            length = _exact_line_search(st.W, step, margins, T * (X @ step), C, todo)
+            length = _exact_line_search(st.W, step, margins, T * (Z @ step), C, todo)
             st.W += length * step
             full_step = length >= FULL_STEP
             previous = active

@@ -39,6 +39,7 @@ from .reference import (
     SEED_POOL5_MEAN,
 )
 from .study import (
+    CLIP_PROTOCOL,
     Candidate,
     Evaluation,
     ProtocolSelection,
@@ -47,6 +48,7 @@ from .study import (
     layer_candidates,
     select_protocol,
     study_candidates,
+    unique_candidates,
 )
 from .svm import (
     SEED_C,
@@ -60,7 +62,7 @@ from .svm import (
     confusion_counts,
     cross_validate_svm,
 )
-from .tables import TableRow, read_csv, to_markdown, write_csv, write_markdown
+from .tables import TableRow, read_csv, write_csv, write_markdown
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class _Page:
     """The page under construction: sections of HTML and the figures they reference."""
 
     out: Path
+    dpi: int = figures.DPI
     sections: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
@@ -163,7 +166,7 @@ def _provenance(page: _Page, store, labels: Labels, frames_store) -> None:
     page.summary["store"] = {k: v for k, v in rows}
 
 
-def _headline(page: _Page, spec: FeatureSpec, nested: CVResult, seed_run: CVResult | None) -> None:
+def _headline(page: _Page, spec: FeatureSpec, nested: CVResult, seed_run: CVResult | None, esc50: bool) -> None:
     folds = [str(f) for f in nested.folds]
     rows = [
         [SELECTION_LABELS[Selection.NESTED], _pct(100 * nested.mean_accuracy)]
@@ -177,13 +180,13 @@ def _headline(page: _Page, spec: FeatureSpec, nested: CVResult, seed_run: CVResu
             [f"seed's exact configuration (liblinear, C={SEED_C:g}, max_iter=10000)", _pct(100 * seed_run.mean_accuracy)]
             + [_pct(100 * a) for a in seed_run.fold_accuracy]
         )
-    if spec.name == "pool5:mean" and len(folds) == len(SEED_FOLD_ACCURACY):
+    if esc50 and spec.name == "pool5:mean" and len(folds) == len(SEED_FOLD_ACCURACY):
         rows.append(
             [f"{SEED_NOTEBOOK}, its own pool5 features (44.1 kHz fed unresampled)", _pct(SEED_POOL5_MEAN)]
             + [_pct(100 * a) for a in SEED_FOLD_ACCURACY]
         )
     grid_rows = [
-        [f"{c:g}", _pct(100 * m), _pct(SEED_C_GRID_ACCURACY.get(c)) if spec.name == "pool5:mean" else ""]
+        [f"{c:g}", _pct(100 * m), _pct(SEED_C_GRID_ACCURACY.get(c)) if esc50 and spec.name == "pool5:mean" else ""]
         for c, m in zip(nested.grid, nested.grid_mean)
     ]
     expected = EXPECTED_RESAMPLED.get(spec.parts[0]) if len(spec.parts) == 1 else None
@@ -195,10 +198,14 @@ def _headline(page: _Page, spec: FeatureSpec, nested: CVResult, seed_run: CVResu
         + _table(["", "mean accuracy (%)"] + [f"fold {f}" for f in folds], rows)
         + "<p>Mean test-fold accuracy (%) of each C (what the seed's GridSearchCV compared):</p>"
         + _table(["C", "ours", "seed notebook"], grid_rows)
-        + f'<p class="note">Reference: {_e(PAPER)} reports {PAPER_TABLE6["pool5"]:.1f}% for pool5 '
-        f"(VGG teacher) and {PAPER_HEADLINE:.1f}% as its best 8-layer result"
-        + (f"; with 22,050 Hz preprocessing the project expects about {expected:.0f}% for these features" if expected else "")
-        + ".</p>"
+        + (
+            f'<p class="note">Reference (ESC-50): {_e(PAPER)} reports {PAPER_TABLE6["pool5"]:.1f}% for pool5 '
+            f"(VGG teacher) and {PAPER_HEADLINE:.1f}% as its best 8-layer result"
+            + (f"; with 22,050 Hz preprocessing the project expects about {expected:.0f}% for these features" if expected else "")
+            + ".</p>"
+            if esc50
+            else ""
+        )
     )
     page.sections.append(text)
     page.summary["headline"] = {
@@ -213,7 +220,7 @@ def _headline(page: _Page, spec: FeatureSpec, nested: CVResult, seed_run: CVResu
     }
 
 
-def _layer_table(page: _Page, rows: list[TableRow], selection: ProtocolSelection | None, source: str) -> None:
+def _layer_table(page: _Page, rows: list[TableRow], selection: ProtocolSelection | None, source: str, esc50: bool) -> None:
     write_csv(rows, page.out / "table.csv")
     write_markdown(rows, page.out / "table.md", title="Linear-SVM accuracy by features and protocol")
     header = ["features", "protocol", "dims", "nested accuracy (%)", "C per fold", "C on test folds: accuracy (%)", "paper (%)", "seed (%)"]
@@ -233,15 +240,21 @@ def _layer_table(page: _Page, rows: list[TableRow], selection: ProtocolSelection
                 _pct(r.seed),
             ]
         )
-    names = [f"{r.features} [{r.protocol}]" if r.protocol != "clip pooled" else r.features for r in rows]
+    names = [f"{r.features} [{r.protocol}]" if r.protocol != CLIP_PROTOCOL else r.features for r in rows]
     fig = figures.accuracy_figure(
         names, [r.nested_mean for r in rows], page.figure_path("accuracy_by_features.png"),
-        paper=[r.paper for r in rows], headline=PAPER_HEADLINE, dpi=page_dpi(page),
+        paper=[r.paper for r in rows] if esc50 else None, headline=PAPER_HEADLINE if esc50 else None, dpi=page.dpi,
     )  # fmt: skip
     text = (
         "<h2>Accuracy by layer, pooling and protocol</h2>"
-        f"<p>{_e(source)} Paper: {_e(PAPER)}, Table 6 (ESC-50, 8-layer, VGG teacher; conv8 is "
-        "the layer of both heads, objects and scenes). Files: "
+        f"<p>{_e(source)} "
+        + (
+            f"Paper: {_e(PAPER)}, Table 6 (ESC-50, 8-layer, VGG teacher; conv8 is the layer of both "
+            "heads, objects and scenes). "
+            if esc50
+            else ""
+        )
+        + "Files: "
         '<a href="table.csv">table.csv</a>, <a href="table.md">table.md</a>.</p>'
         + _table(header, body)
         + page.img(fig, "Nested accuracy of each feature set and protocol, with the paper's Table 6 beside it")
@@ -254,7 +267,9 @@ def _layer_table(page: _Page, rows: list[TableRow], selection: ProtocolSelection
             "cross-validation on the training folds scored best, and its accuracy on the test fold: "
             f"<b>{100 * selection.mean_accuracy:.2f}%</b> on average. Chosen on the test folds instead "
             f"(optimistic): {_e(selection.optimistic_choice)}, {100 * selection.optimistic_accuracy:.2f}%. "
-            f"The paper's best: {PAPER_HEADLINE:.1f}%.</p>" + _table(["test fold", "protocol chosen", "accuracy (%)"], choice_rows)
+            + (f"The paper's best: {PAPER_HEADLINE:.1f}%." if esc50 else "")
+            + "</p>"
+            + _table(["test fold", "protocol chosen", "accuracy (%)"], choice_rows)
         )
         page.summary["protocol_selection"] = {
             "nested_mean": 100 * selection.mean_accuracy,
@@ -268,10 +283,6 @@ def _layer_table(page: _Page, rows: list[TableRow], selection: ProtocolSelection
         {"features": r.features, "protocol": r.protocol, "nested_mean": r.nested_mean, "test_fold_mean": r.test_fold_mean, "paper": r.paper}
         for r in rows
     ]
-
-
-def page_dpi(page: _Page) -> int:
-    return int(page.summary.get("_dpi", figures.DPI))
 
 
 def _confusion(page: _Page, labels: Labels, spec: FeatureSpec, result: CVResult, X: np.ndarray, options: ReportOptions):
@@ -310,7 +321,7 @@ def _confusion(page: _Page, labels: Labels, spec: FeatureSpec, result: CVResult,
                 emb.coords, groups, [names[c] for c in sorted(classes)], page.figure_path(f"umap_{kind}.png"),
                 title=f"UMAP of the {kind} classes ({spec.name})", note=emb.note(), dpi=dpi,
             )  # fmt: skip
-            text += page.img(fig, f"UMAP of the {kind} classes, {spec.name}")
+            text += page.img(fig, f"UMAP of the {kind} classes, {spec.name}. {emb.note()}")
     page.sections.append(text)
 
 
@@ -340,7 +351,7 @@ def _umaps(page: _Page, store, labels: Labels, layers: Sequence[str], primary: F
             emb.coords, groups_of_clip[emb.rows], group_names, page.figure_path(f"umap_{layer}_{pool}.png"),
             title=f"UMAP of {layer} ({pool} over time)", note=emb.note(), dpi=dpi,
         )  # fmt: skip
-        text += page.img(fig, f"UMAP of {layer}:{pool}, coloured by {colour}")
+        text += page.img(fig, f"UMAP of {layer}:{pool}, coloured by {colour}. {emb.note()}")
     if majors is not None:
         text += f"<h3>Within each major category ({_e(primary.name)})</h3>"
         for g, major in enumerate(group_names):
@@ -355,7 +366,7 @@ def _umaps(page: _Page, store, labels: Labels, layers: Sequence[str], primary: F
                 emb.coords, groups, [names[c] for c in classes], page.figure_path(f"umap_major_{g}_{slug}.png"),
                 title=f"UMAP of {major} ({primary.name})", note=emb.note(), dpi=dpi,
             )  # fmt: skip
-            text += page.img(fig, f"UMAP of the classes of {major}")
+            text += page.img(fig, f"UMAP of the classes of {major}. {emb.note()}")
     page.sections.append(text)
 
 
@@ -434,6 +445,16 @@ def _references(page: _Page) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _saved_selection(path: Path) -> ProtocolSelection | None:
+    """The honest protocol choice saved beside a table by ``soundnet8 analyze table``, if any."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text()).get("protocol_selection")
+    if not saved:
+        return None
+    return ProtocolSelection(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
 def default_primary(store) -> FeatureSpec:
     for layer in PRIMARY_LAYERS:
         if layer in store.layers and "mean" in store.pools(layer):
@@ -474,8 +495,7 @@ def build_report(
     started = time.perf_counter()
     out = Path(out_dir)
     (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    page = _Page(out)
-    page.summary["_dpi"] = options.dpi
+    page = _Page(out, dpi=options.dpi)
     with FeatureStore(store_path) as store:
         frames_store = FeatureStore(frames_store_path) if frames_store_path is not None else None
         try:
@@ -495,11 +515,12 @@ def build_report(
                     primary_X, labels.labels, labels.folds, SEED_C, solver=Solver.LIBLINEAR,
                     test_folds=labels.test_folds, n_jobs=options.n_jobs,
                 )  # fmt: skip
-            _headline(page, primary, nested, seed_run)
+            _headline(page, primary, nested, seed_run, labels.esc50)
 
             selection = None
             if options.table_csv is not None:
                 rows = read_csv(options.table_csv)
+                selection = _saved_selection(Path(options.table_csv).with_name("table.json"))
                 source = f"Read from {Path(options.table_csv).name} (written by soundnet8 analyze table)."
             else:
                 candidates = layer_candidates(store, layers)
@@ -507,6 +528,7 @@ def build_report(
                     candidates += frame_candidates(store, frames_store)
                 if options.study:
                     candidates += study_candidates(store, frames_store)
+                candidates = unique_candidates(candidates)
                 evaluations: list[Evaluation] = []
                 for c in candidates:
                     if c == Candidate(primary):
@@ -514,20 +536,20 @@ def build_report(
                         continue
                     log.info("report: evaluating %s", c.name)
                     evaluations.append(evaluate(c, store, labels, frames_store=frames_store, grid=options.grid, n_jobs=options.n_jobs))
-                rows = [e.row() for e in evaluations]
+                rows = [e.row(esc50_references=labels.esc50) for e in evaluations]
                 selection = select_protocol(evaluations) if options.study else None
                 source = "Computed for this report."
-            _layer_table(page, rows, selection, source)
+            _layer_table(page, rows, selection, source, labels.esc50)
 
             _confusion(page, labels, primary, nested, primary_X, options)
             if options.umap:
                 _umaps(page, store, labels, layers, primary, primary_X, options)
             _neurons(page, store, labels, layers, primary.parts[0][0], options)
-            _references(page)
+            if labels.esc50:
+                _references(page)
         finally:
             if frames_store is not None:
                 frames_store.close()
-    page.summary.pop("_dpi", None)
     page.summary["seconds"] = time.perf_counter() - started
     page.summary["figures"] = list(page.images)
     (out / "summary.json").write_text(json.dumps(page.summary, indent=2, default=_json_default))
@@ -561,6 +583,3 @@ def _html(page: _Page, store_name: str) -> str:
         + "</body></html>\n"
     )
 
-
-# keep the markdown helper importable from here for callers that only have a report's rows
-__all__ = ["ReportOptions", "build_report", "default_primary", "frame_candidates", "to_markdown"]

@@ -14,6 +14,7 @@ optimistic best-on-test figure is reported beside it, labelled.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,17 @@ from .data import FeatureSpec, Labels, load_features
 from .errors import AnalysisError
 from .frames import PAPER_WINDOWS, CropProtocol, crop_rows, flatten_rows, layer_frame_rate
 from .reference import SEED_POOL5_FLATTEN, SEED_POOL5_MEAN, paper_accuracy
-from .svm import SEED_C_GRID, CVResult, cross_validate_svm
+from .svm import SEED_C_GRID, CVResult, FoldScores, cross_validate_svm
 from .tables import TableRow
 
 log = logging.getLogger(__name__)
+
+class Transform(str, enum.Enum):
+    """Element-wise transform of the rows before standardisation."""
+
+    NONE = "none"
+    SQRT = "signed sqrt"  # sign(x) * sqrt(|x|): power normalisation, tames bursty ReLU features
+
 
 CLIP_PROTOCOL = "clip pooled"
 """Protocol name of rows that are whole-clip pooled features (``/features``)."""
@@ -42,6 +50,7 @@ class Candidate:
     features: FeatureSpec
     crops: CropProtocol | None = None  # None: the store's clip-level pooled features
     flatten: bool = False  # frames flattened (time x channels), the seed's first attempt
+    transform: Transform = Transform.NONE
 
     def __post_init__(self) -> None:
         if (self.crops is not None or self.flatten) and len(self.features.layers) != 1:
@@ -51,11 +60,8 @@ class Candidate:
 
     @property
     def protocol(self) -> str:
-        if self.flatten:
-            return FLATTEN_PROTOCOL
-        if self.crops is None:
-            return CLIP_PROTOCOL
-        return self.crops.name
+        base = FLATTEN_PROTOCOL if self.flatten else CLIP_PROTOCOL if self.crops is None else self.crops.name
+        return base if self.transform is Transform.NONE else f"{base}, {self.transform.value}"
 
     @property
     def name(self) -> str:
@@ -71,17 +77,21 @@ class Evaluation:
     candidate: Candidate
     result: CVResult
 
-    def row(self) -> TableRow:
+    def row(self, *, esc50_references: bool = True) -> TableRow:
+        """The table row; the paper's and the seed's ESC-50 numbers beside it when asked (they
+        mean nothing for another dataset)."""
         layer, pool = self.candidate.features.parts[0]
         single = len(self.candidate.features.parts) == 1
-        paper = paper_accuracy(layer) if single and pool == "mean" and not self.candidate.needs_frames else None
-        seed = None
-        if single and layer == "pool5":
+        features = layer if self.candidate.flatten else self.candidate.features.name
+        paper = seed = None
+        if esc50_references and single and pool == "mean" and not self.candidate.needs_frames:
+            paper = paper_accuracy(layer)
+        if esc50_references and single and layer == "pool5":
             if self.candidate.flatten:
                 seed = SEED_POOL5_FLATTEN
             elif self.candidate.crops is None and pool == "mean":
                 seed = SEED_POOL5_MEAN
-        return TableRow.of(self.candidate.features.name, self.candidate.protocol, self.result, paper=paper, seed=seed)
+        return TableRow.of(features, self.candidate.protocol, self.result, paper=paper, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,8 +138,12 @@ def study_candidates(store, frames_store=None, layers: Sequence[str] = STUDY_LAY
                 out.append(Candidate(FeatureSpec(tuple((layer, "mean") for layer in group))))
     if len(present) == 3:
         out.append(Candidate(FeatureSpec(((present[0], "mean"), (present[2], "mean")))))
-    if frames_store is not None:
-        framed = [layer for layer in present if layer in frames_layers(frames_store)]
+    # power normalisation of the single layers and of the widest combinations
+    for spec in [FeatureSpec.of(layer) for layer in present] + [c.features for c in out if len(c.features.parts) == 3]:
+        if all(pool in store.pools(layer) for layer, pool in spec.parts):
+            out.append(Candidate(spec, transform=Transform.SQRT))
+    framed = [layer for layer in present if layer in frames_layers(frames_store if frames_store is not None else store)]
+    if framed:
         for layer in framed:
             out.append(Candidate(FeatureSpec.of(layer), crops=PAPER_WINDOWS))
         for layer in framed:
@@ -139,13 +153,25 @@ def study_candidates(store, frames_store=None, layers: Sequence[str] = STUDY_LAY
     return out
 
 
+def unique_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates without repeats (same name), first occurrence kept."""
+    seen: dict[str, Candidate] = {}
+    for c in candidates:
+        seen.setdefault(c.name, c)
+    return list(seen.values())
+
+
 def frames_layers(store) -> tuple[str, ...]:
-    """Layers with frame-level outputs in a store."""
+    """Layers with frame-level outputs in a store (probed by reading one clip's frames)."""
+    from soundnet8.engine.errors import StoreError
+
     out = []
+    if store.n_clips == 0:
+        return ()
     for layer in store.layers:
         try:
-            store._group("frames", layer)  # noqa: SLF001 - the reader's own existence check
-        except Exception:  # StoreError: no frames for this layer
+            store.frames_of(layer, 0)
+        except StoreError:
             continue
         out.append(layer)
     return tuple(out)
@@ -168,15 +194,20 @@ class Rows:
 def candidate_rows(candidate: Candidate, store, labels: Labels, frames_store=None) -> Rows:
     """The rows a candidate trains and tests on."""
     if not candidate.needs_frames:
-        return Rows(load_features(store, candidate.features), labels.labels, labels.folds, None)
-    source = frames_store if frames_store is not None else store
-    layer = candidate.features.parts[0][0]
-    data, offsets = source.frames(layer)
-    if candidate.flatten:
-        return Rows(flatten_rows(data, offsets), labels.labels, labels.folds, None)
-    fps = layer_frame_rate(layer)
-    X, clip = crop_rows(data, offsets, candidate.crops, frames_per_second=fps, durations=source.durations)
-    return Rows(X, labels.labels[clip], labels.folds[clip], clip)
+        rows = Rows(load_features(store, candidate.features), labels.labels, labels.folds, None)
+    else:
+        source = frames_store if frames_store is not None else store
+        layer = candidate.features.parts[0][0]
+        data, offsets = source.frames(layer)
+        if candidate.flatten:
+            rows = Rows(flatten_rows(data, offsets), labels.labels, labels.folds, None)
+        else:
+            fps = layer_frame_rate(layer)
+            X, clip = crop_rows(data, offsets, candidate.crops, frames_per_second=fps, durations=source.durations)
+            rows = Rows(X, labels.labels[clip], labels.folds[clip], clip)
+    if candidate.transform is Transform.SQRT:
+        rows = Rows(np.sign(rows.X) * np.sqrt(np.abs(rows.X)), rows.labels, rows.folds, rows.groups)
+    return rows
 
 
 def evaluate(
@@ -229,7 +260,7 @@ class ProtocolSelection:
         return float(np.mean(self.fold_accuracy))
 
 
-def select_protocol(evaluations: Sequence[Evaluation] | Mapping[str, CVResult]) -> ProtocolSelection:
+def select_protocol(evaluations: Sequence[Evaluation] | Mapping[str, CVResult | FoldScores]) -> ProtocolSelection:
     """Nested choice of protocol (and C) per test fold; see the module docstring."""
     if isinstance(evaluations, Mapping):
         named = list(evaluations.items())
