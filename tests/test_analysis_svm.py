@@ -281,3 +281,16 @@ def test_confusion_counts_sum_to_scored_clips(small):
     counts = confusion_counts(result, 4)
     assert counts.sum() == X.shape[0]
     assert np.trace(counts) == round(result.mean_accuracy * X.shape[0])  # equal-size folds
+
+
+def test_grid_speed_compares_both_solvers_on_the_same_folds(small):
+    from soundnet8.analysis.speed import grid_speed
+
+    X, y, folds = small
+    report = grid_speed(X, y, folds, grid=(0.01, 0.1, 1.0))
+    # same optimum on a small problem liblinear solves: identical grid means
+    assert report.max_grid_difference <= 1 / X.shape[0]
+    assert report.seed.chosen_C == report.newton_grid.chosen_C
+    assert report.seed.cpu_seconds > 0 and report.newton_grid.cpu_seconds > 0
+    text = report.markdown()
+    assert "Speed-up of the grid" in text and text.count("| newton path") == 3
