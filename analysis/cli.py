@@ -184,13 +184,21 @@ def _load_done(path: Path, grid: tuple[float, ...], folds: str) -> dict:
 
 
 def _run_table(args) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from soundnet8.engine.store import FeatureStore
 
     from .data import check_same_clips
     from .report import frame_candidates
-    from .study import STUDY_LAYERS, evaluate, layer_candidates, select_protocol, study_candidates, unique_candidates
+    from .study import (
+        STUDY_LAYERS,
+        evaluate,
+        layer_candidates,
+        references,
+        select_protocol,
+        study_candidates,
+        unique_candidates,
+    )
     from .tables import write_csv, write_markdown
 
     grid = tuple(args.C)
@@ -217,6 +225,9 @@ def _run_table(args) -> int:
             for i, c in enumerate(candidates, 1):
                 if c.name in done:
                     row, sc = done[c.name]
+                    # references follow the candidate (and this code), not what was saved
+                    paper, seed = references(c) if labels.esc50 else (None, None)
+                    row = replace(row, features=c.table_features, protocol=c.protocol, paper=paper, seed=seed)
                     print(f"[{i}/{len(candidates)}] {c.name}: nested {row.nested_mean:.2f}% (saved)", flush=True)
                 else:
                     e = evaluate(c, store, labels, frames_store=frames_store, grid=grid, n_jobs=args.n_jobs)

@@ -164,8 +164,8 @@ def accuracy_figure(
     n = len(names)
     if len(ours) != n or (paper is not None and len(paper) != n):
         raise AnalysisError("names, ours and paper must have the same length")
-    fig = _figure(figsize or (9.0, min(MAX_INCHES, max(3.5, 1.5 + 0.32 * n))), dpi)
-    ax = fig.add_axes((0.3, 0.12, 0.65, 0.8))
+    fig = _figure(figsize or (11.0, min(MAX_INCHES, max(3.5, 1.5 + 0.32 * n))), dpi)
+    ax = fig.add_axes((0.4, 0.06, 0.56, 0.9))
     y = np.arange(n)
     ax.barh(y, ours, height=0.4, color="tab:blue", label="ours (nested C)")
     if paper is not None:

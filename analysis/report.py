@@ -220,9 +220,15 @@ def _headline(page: _Page, spec: FeatureSpec, nested: CVResult, seed_run: CVResu
     }
 
 
-def _layer_table(page: _Page, rows: list[TableRow], selection: ProtocolSelection | None, source: str, esc50: bool) -> None:
-    write_csv(rows, page.out / "table.csv")
-    write_markdown(rows, page.out / "table.md", title="Linear-SVM accuracy by features and protocol")
+def _layer_table(
+    page: _Page, rows: list[TableRow], selection: ProtocolSelection | None, source: str, esc50: bool, saved: Path | None
+) -> None:
+    if saved is not None and saved.resolve().parent == page.out.resolve():
+        csv_name, md_name = saved.name, saved.with_suffix(".md").name  # `analyze table` wrote them here: keep its notes
+    else:
+        csv_name, md_name = "table.csv", "table.md"
+        write_csv(rows, page.out / csv_name)
+        write_markdown(rows, page.out / md_name, title="Linear-SVM accuracy by features and protocol")
     header = ["features", "protocol", "dims", "nested accuracy (%)", "C per fold", "C on test folds: accuracy (%)", "paper (%)", "seed (%)"]
     best = max(r.nested_mean for r in rows)
     body = []
@@ -254,8 +260,7 @@ def _layer_table(page: _Page, rows: list[TableRow], selection: ProtocolSelection
             if esc50
             else ""
         )
-        + "Files: "
-        '<a href="table.csv">table.csv</a>, <a href="table.md">table.md</a>.</p>'
+        + f'Files: <a href="{_e(csv_name)}">{_e(csv_name)}</a>, <a href="{_e(md_name)}">{_e(md_name)}</a>.</p>'
         + _table(header, body)
         + page.img(fig, "Nested accuracy of each feature set and protocol, with the paper's Table 6 beside it")
     )
@@ -539,7 +544,7 @@ def build_report(
                 rows = [e.row(esc50_references=labels.esc50) for e in evaluations]
                 selection = select_protocol(evaluations) if options.study else None
                 source = "Computed for this report."
-            _layer_table(page, rows, selection, source, labels.esc50)
+            _layer_table(page, rows, selection, source, labels.esc50, options.table_csv)
 
             _confusion(page, labels, primary, nested, primary_X, options)
             if options.umap:

@@ -68,6 +68,11 @@ class Candidate:
         return self.features.name if self.protocol == CLIP_PROTOCOL else f"{self.features.name} [{self.protocol}]"
 
     @property
+    def table_features(self) -> str:
+        """The features column of the table (flattened frames have no pooling)."""
+        return self.features.layers[0] if self.flatten else self.features.name
+
+    @property
     def needs_frames(self) -> bool:
         return self.crops is not None or self.flatten
 
@@ -80,18 +85,21 @@ class Evaluation:
     def row(self, *, esc50_references: bool = True) -> TableRow:
         """The table row; the paper's and the seed's ESC-50 numbers beside it when asked (they
         mean nothing for another dataset)."""
-        layer, pool = self.candidate.features.parts[0]
-        single = len(self.candidate.features.parts) == 1
-        features = layer if self.candidate.flatten else self.candidate.features.name
-        paper = seed = None
-        if esc50_references and single and pool == "mean" and not self.candidate.needs_frames:
-            paper = paper_accuracy(layer)
-        if esc50_references and single and layer == "pool5":
-            if self.candidate.flatten:
-                seed = SEED_POOL5_FLATTEN
-            elif self.candidate.crops is None and pool == "mean":
-                seed = SEED_POOL5_MEAN
-        return TableRow.of(features, self.candidate.protocol, self.result, paper=paper, seed=seed)
+        paper, seed = references(self.candidate) if esc50_references else (None, None)
+        return TableRow.of(self.candidate.table_features, self.candidate.protocol, self.result, paper=paper, seed=seed)
+
+
+def references(candidate: Candidate) -> tuple[float | None, float | None]:
+    """(paper %, seed %) for the candidates the paper's Table 6 and the seed measured: one layer's
+    mean over time, untransformed (and the seed's flattened pool5 frames)."""
+    layer, pool = candidate.features.parts[0]
+    if len(candidate.features.parts) != 1 or candidate.transform is not Transform.NONE:
+        return None, None
+    if candidate.flatten:
+        return None, SEED_POOL5_FLATTEN if layer == "pool5" else None
+    if candidate.crops is not None or pool != "mean":
+        return None, None
+    return paper_accuracy(layer), SEED_POOL5_MEAN if layer == "pool5" else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,8 +146,12 @@ def study_candidates(store, frames_store=None, layers: Sequence[str] = STUDY_LAY
                 out.append(Candidate(FeatureSpec(tuple((layer, "mean") for layer in group))))
     if len(present) == 3:
         out.append(Candidate(FeatureSpec(((present[0], "mean"), (present[2], "mean")))))
+    for start in range(len(present) - 1):  # neighbouring layers, each with mean and std
+        pair = present[start : start + 2]
+        if all(p in store.pools(layer) for layer in pair for p in ("mean", "std")):
+            out.append(Candidate(FeatureSpec(tuple((layer, p) for layer in pair for p in ("mean", "std")))))
     # power normalisation of the single layers and of the widest combinations
-    for spec in [FeatureSpec.of(layer) for layer in present] + [c.features for c in out if len(c.features.parts) == 3]:
+    for spec in [FeatureSpec.of(layer) for layer in present] + [c.features for c in out if len(c.features.layers) > 1 or len(c.features.parts) >= 3]:
         if all(pool in store.pools(layer) for layer, pool in spec.parts):
             out.append(Candidate(spec, transform=Transform.SQRT))
     framed = [layer for layer in present if layer in frames_layers(frames_store if frames_store is not None else store)]

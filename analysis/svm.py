@@ -373,11 +373,12 @@ def cross_validate_svm(
     ``C``: one value (FIXED) or a grid (NESTED selection, the optimistic test-fold choice reported
     beside it). ``selection=TEST_FOLDS`` with a grid skips the inner cross-validation and uses the
     seed's choice (the best mean test-fold accuracy, optimistic): the seed's GridSearchCV, for
-    reproducing it and timing it. ``solver``: NEWTON (exact and fast) or LIBLINEAR (the seed's LinearSVC call, for
-    exact reproduction). ``groups``: clip id of each row when clips have several rows (their
-    decision values are averaged). ``test_folds``: the folds scored (default: every fold; a stated
-    train/test split is ``folds`` 0/1 with ``test_folds=[1]``). ``n_jobs`` test folds run in
-    parallel.
+    reproducing it and timing it. ``solver``: NEWTON (exact and fast) or LIBLINEAR (the seed's
+    LinearSVC call, for exact reproduction). ``groups``: clip id of each row when clips have
+    several rows (their decision values are averaged). ``test_folds``: the folds scored (default:
+    every fold; a stated train/test split is ``folds`` 0/1 with ``test_folds=[1]``, and C is then
+    chosen by a seeded stratified split of the training clips). ``n_jobs``: fits run in parallel
+    (each training set is fitted once along the whole grid; 15 of them for 5 nested folds).
     """
     start = time.perf_counter()
     solver = Solver(solver)

@@ -236,3 +236,9 @@ def test_signed_sqrt_transform_and_unique_candidates(synthetic_store):
         labels = load_labels(store)
         np.testing.assert_allclose(candidate_rows(rooted, store, labels).X, np.sqrt(clips.features["pool5"]["mean"]), rtol=1e-6)
     assert [c.name for c in unique_candidates([plain, rooted, Candidate(FeatureSpec.of("pool5"))])] == [plain.name, rooted.name]
+    from soundnet8.analysis.study import references
+
+    assert references(plain) == (PAPER_TABLE6["pool5"], 71.95)
+    assert references(rooted) == (None, None)  # the paper did not transform its features
+    assert references(Candidate(FeatureSpec.of("pool5"), flatten=True)) == (None, 63.0)
+    assert references(Candidate(FeatureSpec.of("pool5"), crops=PAPER_WINDOWS)) == (None, None)

@@ -153,3 +153,8 @@ def test_report_reuses_a_saved_table(esc50_like_store, tmp_path):
     assert any(h.startswith("Best protocol, chosen honestly") for h in page.headings)
     assert (out / "table.csv").read_text() == (table / "table.csv").read_text()
     assert not any("umap" in i for i in page.images)
+    # the report written into the table's own directory links the table files and keeps their notes
+    notes = (table / "table.md").read_text()
+    assert main(["report", str(esc50_like_store), "-o", str(table), "--table", str(table / "table.csv"), "--C", "0.01", "1", "--no-umap", "--no-seed-config"]) == 0
+    parse_report(table / "index.html")
+    assert (table / "table.md").read_text() == notes and "Best protocol chosen honestly" in notes
