@@ -8,11 +8,15 @@ results name.
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from soundnet8.engine.store import FeatureStore
 
 from .errors import AnalysisError
 from .esc50 import is_esc50, major_groups
@@ -156,6 +160,21 @@ def load_labels(
     return labels_from_arrays(labels, None, names, meta_columns=meta_columns, n_splits=n_splits, seed=seed)
 
 
+@dataclass(frozen=True)
+class FoldOptions:
+    """Where a command's folds come from (see :func:`load_labels`)."""
+
+    fold_column: str | None = None
+    split_column: str | None = None
+    n_splits: int = DEFAULT_SPLITS
+    seed: int = DEFAULT_SPLIT_SEED
+
+    def labels(self, store) -> Labels:
+        return load_labels(
+            store, fold_column=self.fold_column, split_column=self.split_column, n_splits=self.n_splits, seed=self.seed
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Feature matrices
 
@@ -214,3 +233,20 @@ def check_same_clips(store, other) -> None:
     """Raise unless two stores hold the same clips in the same order (e.g. a frames store)."""
     if store.n_clips != other.n_clips or not np.array_equal(store.paths, other.paths):
         raise AnalysisError(f"{other.path}: does not hold the same clips in the same order as {store.path}")
+
+
+@contextlib.contextmanager
+def open_stores(
+    store_path: str | os.PathLike, frames_store_path: str | os.PathLike | None = None
+) -> Iterator[tuple[FeatureStore, FeatureStore | None]]:
+    """The store and, when a path is given, a store with frames of the same clips (checked).
+
+    Both are closed on leaving the ``with`` block; the frames store is ``None`` without a path.
+    """
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(FeatureStore(store_path))
+        frames_store = None
+        if frames_store_path is not None:
+            frames_store = stack.enter_context(FeatureStore(frames_store_path))
+            check_same_clips(store, frames_store)
+        yield store, frames_store

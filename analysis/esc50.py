@@ -35,8 +35,6 @@ CLASSES_PER_MAJOR = 10
 ESC50_META_COLUMNS = frozenset({"esc10", "src_file", "take"})
 """Manifest columns only ESC-50 (and ESC-10) carry."""
 
-ESC50_N_FOLDS = 5
-
 _INDEX = {name: i for i, name in enumerate(ESC50_CLASSES)}
 
 

@@ -29,9 +29,14 @@ from .errors import AnalysisError
 POOLS = ("mean", "max", "std")
 
 
+def has_frame_rate(layer: str) -> bool:
+    """Whether :func:`layer_frame_rate` knows ``layer`` (a SoundNet output, not a custom name)."""
+    return layer in TOTAL_STRIDE
+
+
 def layer_frame_rate(layer: str) -> float:
     """Frames per second of a SoundNet output at the model's 22,050 Hz."""
-    if layer not in TOTAL_STRIDE:
+    if not has_frame_rate(layer):
         raise AnalysisError(f"no frame rate known for layer {layer!r}; give frames_per_second")
     return SAMPLE_RATE / TOTAL_STRIDE[layer]
 

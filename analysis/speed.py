@@ -9,12 +9,18 @@ on a shared machine do not distort the ratio) with ``n_jobs=1``, and wall second
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from soundnet8.engine.store import FeatureStore
+
+from .data import load_labels
+from .errors import AnalysisError
 from .svm import SEED_C_GRID, CVResult, Selection, Solver, cross_validate_svm
 
 
@@ -85,3 +91,46 @@ def grid_speed(X: np.ndarray, y: np.ndarray, folds: np.ndarray, grid: Sequence[f
     )
     _, nested = _timed("newton path, nested C (honest: 5 outer + 10 shared inner fits)", lambda: cross_validate_svm(X, y, folds, grid))
     return GridSpeed(grid, seed, newton, nested)
+
+
+SEED_ROWS_PER_FOLD = 400
+"""The seed's saved features are ordered by fold: folds 1..5, 400 rows each."""
+
+
+@dataclass(frozen=True)
+class GridSpeedReport:
+    source: str  # what was timed: the seed's X.npy, or a store's layer
+    shape: tuple[int, int]
+    speed: GridSpeed
+
+    def markdown(self) -> str:
+        return f"# C grid speed: {self.source} ({self.shape[0]} x {self.shape[1]})\n\n" + self.speed.markdown()
+
+
+def run_grid_speed(
+    *,
+    store_path: str | os.PathLike | None = None,
+    seed_features: str | os.PathLike | None = None,
+    layer: str = "pool5",
+    out: str | os.PathLike | None = None,
+) -> GridSpeedReport:
+    """Time the seed's grid on a store's ``layer`` (mean pooling, its folds) or on the seed's saved
+    features (``seed_features/X.npy`` and ``y.npy``); also write the markdown to ``out``."""
+    if (store_path is None) == (seed_features is None):
+        raise AnalysisError("give a store or the seed's features, not both")
+    if seed_features is not None:
+        X = np.load(Path(seed_features) / "X.npy")
+        y = np.load(Path(seed_features) / "y.npy")
+        folds = np.arange(X.shape[0]) // SEED_ROWS_PER_FOLD + 1
+        source = f"{seed_features}/X.npy"
+    else:
+        with FeatureStore(store_path) as store:
+            labels = load_labels(store)
+            X, y, folds = store.features(layer, "mean"), labels.labels, labels.folds
+        source = f"{store_path} {layer}:mean"
+    report = GridSpeedReport(source, (int(X.shape[0]), int(X.shape[1])), grid_speed(X, y, folds))
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report.markdown())
+    return report

@@ -23,7 +23,7 @@ import numpy as np
 
 from .data import FeatureSpec, Labels, load_features
 from .errors import AnalysisError
-from .frames import PAPER_WINDOWS, CropProtocol, crop_rows, flatten_rows, layer_frame_rate
+from .frames import PAPER_WINDOWS, CropProtocol, crop_rows, flatten_rows, has_frame_rate, layer_frame_rate
 from .reference import SEED_POOL5_FLATTEN, SEED_POOL5_MEAN, paper_accuracy
 from .svm import SEED_C_GRID, CVResult, FoldScores, cross_validate_svm
 from .tables import TableRow
@@ -174,19 +174,44 @@ def unique_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 
 def frames_layers(store) -> tuple[str, ...]:
-    """Layers with frame-level outputs in a store (probed by reading one clip's frames)."""
-    from soundnet8.engine.errors import StoreError
+    """Layers with frame-level outputs in a store, as its writer recorded them (``attrs["frames"]``)."""
+    recorded = _recorded_frames(store)
+    return tuple(layer for layer in store.layers if layer in recorded)
 
-    out = []
-    if store.n_clips == 0:
-        return ()
-    for layer in store.layers:
-        try:
-            store.frames_of(layer, 0)
-        except StoreError:
-            continue
-        out.append(layer)
-    return tuple(out)
+
+def _recorded_frames(store) -> tuple[str, ...]:
+    # FeatureStore is to gain a public property naming its frame layers; until then its decoded
+    # root attributes say the same (every writer records "frames", a list of layers).
+    if hasattr(type(store), "frame_layers"):
+        return tuple(store.frame_layers)
+    return tuple(store.attrs.get("frames") or ())
+
+
+PRIMARY_LAYERS = ("pool5", "conv6", "conv7")
+"""The headline features: the first of these the store has (mean pooling), as the seed used pool5."""
+
+
+def default_primary(store) -> FeatureSpec:
+    """Mean pooling of the first of :data:`PRIMARY_LAYERS` the store has, else its first features."""
+    for layer in PRIMARY_LAYERS:
+        if layer in store.layers and "mean" in store.pools(layer):
+            return FeatureSpec.of(layer, "mean")
+    layer = store.layers[0]
+    return FeatureSpec.of(layer, store.pools(layer)[0])
+
+
+def frame_candidates(store, frames_store=None) -> list[Candidate]:
+    """Flatten versus mean and the paper's windows, for pool5 (else the first framed layer)."""
+    framed = frames_layers(frames_store if frames_store is not None else store)
+    if not framed:
+        return []
+    layer = "pool5" if "pool5" in framed else framed[0]
+    spec = FeatureSpec.of(layer, "mean")
+    out = [Candidate(spec, flatten=True)]
+    if not has_frame_rate(layer):
+        return out  # a layer without a known frame rate: no time-based windows
+    out.append(Candidate(spec, crops=PAPER_WINDOWS))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,18 +262,6 @@ def evaluate(
     )
     log.info("%s: nested %.2f%% (%.0f s)", candidate.name, 100 * result.mean_accuracy, result.seconds)
     return Evaluation(candidate, result)
-
-
-def evaluate_all(
-    candidates: Sequence[Candidate],
-    store,
-    labels: Labels,
-    *,
-    frames_store=None,
-    grid: Sequence[float] = SEED_C_GRID,
-    n_jobs: int = 1,
-) -> list[Evaluation]:
-    return [evaluate(c, store, labels, frames_store=frames_store, grid=grid, n_jobs=n_jobs) for c in candidates]
 
 
 # --------------------------------------------------------------------------------------------

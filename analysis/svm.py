@@ -355,6 +355,37 @@ def _check_inputs(X, y, folds, groups):
     return X, y, folds, groups
 
 
+def _tested_folds(folds: np.ndarray, test_folds: Sequence[int] | None) -> np.ndarray:
+    all_folds = np.unique(folds)
+    tested = all_folds if test_folds is None else np.unique(np.asarray(list(test_folds)))
+    if tested.size == 0 or not np.isin(tested, all_folds).all():
+        raise AnalysisError(f"test folds {tested.tolist()} must be among the folds {all_folds.tolist()}")
+    if all_folds.size < 2:
+        raise AnalysisError(f"cross-validation needs at least two folds, got {all_folds.tolist()}")
+    return tested
+
+
+def _selection(selection: Selection | str | None, grid: tuple[float, ...]) -> Selection:
+    """NESTED for a grid and FIXED for one C unless told; a told selection must fit the grid."""
+    if selection is None:
+        return Selection.NESTED if len(grid) > 1 else Selection.FIXED
+    selection = Selection(selection)
+    if (selection is Selection.FIXED) != (len(grid) == 1):
+        raise AnalysisError(f"selection {selection.value!r} does not fit {len(grid)} value(s) of C")
+    return selection
+
+
+def _inner_accuracy(scores: dict, tested: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """Per test fold: the mean accuracy of each C over that fold's inner splits."""
+    out = []
+    for f in tested:
+        per_split = [v.accuracy for (tf, g), v in scores.items() if tf == f and g != OUTER]
+        if not per_split:
+            raise AnalysisError(f"fold {f}: nested selection needs training data that can be split (too few clips per class)")
+        out.append(tuple(float(v) for v in np.mean(per_split, axis=0)))
+    return tuple(out)
+
+
 def cross_validate_svm(
     X: np.ndarray,
     y: np.ndarray,
@@ -384,17 +415,8 @@ def cross_validate_svm(
     solver = Solver(solver)
     grid = _as_grid(C)
     X, y, folds, groups = _check_inputs(X, y, folds, groups)
-    all_folds = np.unique(folds)
-    tested = all_folds if test_folds is None else np.unique(np.asarray(list(test_folds)))
-    if tested.size == 0 or not np.isin(tested, all_folds).all():
-        raise AnalysisError(f"test folds {tested.tolist()} must be among the folds {all_folds.tolist()}")
-    if all_folds.size < 2:
-        raise AnalysisError(f"cross-validation needs at least two folds, got {all_folds.tolist()}")
-    if selection is None:
-        selection = Selection.NESTED if len(grid) > 1 else Selection.FIXED
-    selection = Selection(selection)
-    if (selection is Selection.FIXED) != (len(grid) == 1):
-        raise AnalysisError(f"selection {selection.value!r} does not fit {len(grid)} value(s) of C")
+    tested = _tested_folds(folds, test_folds)
+    selection = _selection(selection, grid)
     nested = selection is Selection.NESTED
     jobs = _plan(y, folds, groups, tested, nested, seed)
     if n_jobs == 1 or len(jobs) == 1:
@@ -410,12 +432,7 @@ def cross_validate_svm(
     splits = [job.tests[0] for job in jobs[: len(tested)]]
     inner_accuracy = None
     if nested:
-        inner_accuracy = []
-        for f in tested:
-            per_split = [v.accuracy for (tf, g), v in scores.items() if tf == f and g != OUTER]
-            if not per_split:
-                raise AnalysisError(f"fold {f}: nested selection needs training data that can be split (too few clips per class)")
-            inner_accuracy.append(tuple(float(v) for v in np.mean(per_split, axis=0)))
+        inner_accuracy = _inner_accuracy(scores, tested)
         chosen = [int(np.argmax(acc)) for acc in inner_accuracy]
     else:  # FIXED (one C) or TEST_FOLDS: the C with the best mean test-fold accuracy, everywhere
         best = int(np.argmax([np.mean([o.accuracy[i] for o in outer]) for i in range(len(grid))]))
@@ -429,7 +446,7 @@ def cross_validate_svm(
         fold_accuracy=tuple(o.accuracy[j] for o, j in zip(outer, chosen)),
         fold_size=tuple(int(sp.test_clips.size) for sp in splits),
         grid_accuracy=tuple(tuple(o.accuracy[i] for o in outer) for i in range(len(grid))),
-        inner_accuracy=tuple(inner_accuracy) if nested else None,
+        inner_accuracy=inner_accuracy,
         clip_ids=np.concatenate([sp.test_clips for sp in splits]),
         truth=np.concatenate([sp.test_truth for sp in splits]),
         predictions=np.concatenate([o.predictions[j] for o, j in zip(outer, chosen)]),

@@ -14,6 +14,12 @@ from pathlib import Path
 
 from .svm import CVResult
 
+TABLE_TITLE = "Linear-SVM accuracy by features and protocol"
+"""Title of the markdown table of ``analyze table`` and of the report."""
+
+TABLE_CSV, TABLE_MD, TABLE_JSON = "table.csv", "table.md", "table.json"
+"""The files of a per-layer table (the JSON one, of ``analyze table``, adds the protocol choice)."""
+
 CSV_COLUMNS = (
     "features",
     "protocol",

@@ -16,6 +16,7 @@ compete inside one measurement.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,24 @@ class LoopResult:
     # Clips whose resampled samples leave [-1, 1]: the engine clips its input to ±256 (the original
     # loader), the seed recipe does not, so only these may differ beyond float rounding.
     beyond_full_scale: frozenset[str] = frozenset()
+
+
+def _timed_loop(clip: Callable[[str, bool], float], paths: tuple[str, ...], warmup: int,
+                repeats: int) -> tuple[Stat, Stat]:
+    """Clips/s of a one-clip-at-a-time loop and of its model calls alone.
+
+    ``clip(path, keep)`` processes one clip and returns the seconds its model call took; ``keep`` is
+    true in the last repeat only, so the features it keeps are those of one full pass."""
+    for i in range(warmup):
+        clip(paths[i % len(paths)], False)
+    totals, model_totals = [], []
+    for r in range(repeats):
+        start = time.perf_counter()
+        model_s = sum(clip(p, r == repeats - 1) for p in paths)
+        totals.append(time.perf_counter() - start)
+        model_totals.append(model_s)
+    n = len(paths)
+    return Stat.of(n / s for s in totals), Stat.of(n / s for s in model_totals)
 
 
 def _torch_model(threads: int):
@@ -114,17 +133,8 @@ def seed_style(paths: tuple[str, ...], threads: int, warmup: int, repeats: int) 
             features[path] = {name: out[0].mean(dim=-1).numpy() for name, out in zip(arch.OUTPUTS, outputs)}
         return model_s
 
-    for i in range(warmup):
-        clip(paths[i % len(paths)], keep=False)
-    totals, model_totals = [], []
-    for r in range(repeats):
-        start = time.perf_counter()
-        model_s = sum(clip(p, keep=r == repeats - 1) for p in paths)
-        totals.append(time.perf_counter() - start)
-        model_totals.append(model_s)
-    n = len(paths)
-    return LoopResult(Stat.of(n / s for s in totals), Stat.of(n / s for s in model_totals), n, features, threads,
-                      frozenset(beyond))
+    total, model_only = _timed_loop(clip, paths, warmup, repeats)
+    return LoopResult(total, model_only, len(paths), features, threads, frozenset(beyond))
 
 
 def naive_ort(model_path: str, paths: tuple[str, ...], warmup: int, repeats: int) -> LoopResult:
@@ -149,18 +159,9 @@ def naive_ort(model_path: str, paths: tuple[str, ...], warmup: int, repeats: int
             features[path] = pooled
         return model_s
 
-    for i in range(warmup):
-        clip(paths[i % len(paths)], keep=False)
-    totals, model_totals = [], []
-    for r in range(repeats):
-        start = time.perf_counter()
-        model_s = sum(clip(p, keep=r == repeats - 1) for p in paths)
-        totals.append(time.perf_counter() - start)
-        model_totals.append(model_s)
-    n = len(paths)
+    total, model_only = _timed_loop(clip, paths, warmup, repeats)
     # A default session uses every core for intra-op work.
-    return LoopResult(Stat.of(n / s for s in totals), Stat.of(n / s for s in model_totals), n, features,
-                      os.cpu_count() or 1)
+    return LoopResult(total, model_only, len(paths), features, os.cpu_count() or 1)
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

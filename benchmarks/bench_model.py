@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from soundnet8.benchmarks.data import load_corpus, model_inputs
-from soundnet8.benchmarks.ort_bench import SessionSpec, cuda_available, make_session
+from soundnet8.benchmarks.ort_bench import ModelCall, SessionSpec, Stage, cuda_available
 from soundnet8.benchmarks.settings import InputKind
 from soundnet8.engine import arch
 from soundnet8.engine.modelfile import INPUT_NAME, ensure_model
-from soundnet8.engine.session import Provider
+from soundnet8.engine.session import Provider, SessionConfig, create_session
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _batch(waveforms: list[np.ndarray], size: int) -> np.ndarray:
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_session_run_cpu(benchmark, model_path, waveforms, threads, batch_size):
-    session = make_session(model_path, SessionSpec(Provider.CPU, threads))
+    session = create_session(model_path, SessionConfig(Provider.CPU, threads))
     batch = _batch(waveforms, batch_size)
     outputs = benchmark(session.run, list(arch.OUTPUTS), {INPUT_NAME: batch})
     assert outputs[0].shape[0] == batch_size
@@ -54,7 +54,7 @@ def test_session_run_cpu(benchmark, model_path, waveforms, threads, batch_size):
 def test_runner_pooling_cpu(benchmark, model_path, waveforms):
     from soundnet8.engine.runner import Request, Runner
 
-    runner = Runner(make_session(model_path, SessionSpec(Provider.CPU, 1)), Request(), batch_size=4)
+    runner = Runner(create_session(model_path, SessionConfig(Provider.CPU, 1)), Request(), batch_size=4)
     feats = benchmark(runner.features, waveforms[:4])
     assert len(feats) == 4
 
@@ -73,9 +73,6 @@ def test_session_run_cuda(benchmark, model_path, waveforms, batch_size, iobindin
     ok, reason = cuda_available()
     if not ok:
         pytest.skip(reason)
-    from soundnet8.benchmarks.ort_bench import Stage, _Run
-
-    spec = SessionSpec(Provider.CUDA, 1, iobinding=iobinding)
-    run = _Run(make_session(model_path, spec), spec, Stage.RAW)
+    run = ModelCall(model_path, SessionSpec(Provider.CUDA, 1, iobinding=iobinding), Stage.RAW)
     group = [waveforms[i % len(waveforms)] for i in range(batch_size)]
     benchmark(run, np.stack(group), group)

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,8 +148,9 @@ def _worker(kind: str, args: argparse.Namespace) -> dict:
         def emit(self, record):
             passes.append(record.getMessage())
 
-    S.log.addHandler(_Passes())
-    S.log.setLevel(logging.DEBUG)
+    stats_log = logging.getLogger(S.__name__)  # the scan logs its passes to a child of this logger
+    stats_log.addHandler(_Passes())
+    stats_log.setLevel(logging.DEBUG)
     with FeatureStore(args.store) as fs:
         ds = fs.dataset("synthetic", "mean")
         labels = fs.labels
@@ -157,7 +159,7 @@ def _worker(kind: str, args: argparse.Namespace) -> dict:
         base = _rss_reset()
         t = time.perf_counter()
         if kind == "store-read":  # one pass of reading alone: what decompression costs
-            rows = S._Rows(ds, name="read", chunk_rows=None, chunk_bytes=min(S.CHUNK_BYTES_MAX, args.budget // 4))
+            rows = S.Rows(ds, name="read", chunk_rows=None, chunk_bytes=min(S.CHUNK_BYTES_MAX, args.budget // 4))
             for _ in rows:
                 pass
             result = {}
@@ -223,7 +225,7 @@ def _load() -> str:
     return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--cols", type=int, default=1024)
@@ -236,23 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
-    from soundnet8.engine.stats import DEFAULT_MEMORY_BUDGET
 
-    if args.budget is None:
-        args.budget = DEFAULT_MEMORY_BUDGET
-    if args.worker:
-        print(json.dumps(_worker(args.worker, args)))
-        return 0
-
+def _header(say: Callable[..., None], args: argparse.Namespace) -> None:
     import numba
-
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
 
     say(f"# soundnet8 stats benchmark ({args.label})")
     say()
@@ -261,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"- q = {Q:g}, {N_CLASSES} classes, top-k = {TOP_K}; times are medians; 'identical' = np.array_equal on thresholds and counts")
     say()
 
-    # 1. seed size
+
+def _seed_size(say: Callable[..., None]) -> None:
+    """1. The seed's size, in memory."""
     Xs, ys, what = seed_matrix()
     r = compare_in_memory(Xs, ys, repeats_numpy=SEED_REPEATS, repeats_ours=SEED_REPEATS)
     say(f"## Seed size: {Xs.shape[0]:,} x {Xs.shape[1]} ({what}), in memory, {SEED_REPEATS} repeats")
@@ -273,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"| + top-{TOP_K} clips, shares (neuron_stats) | | {r['ours_neuron_stats_s'] * 1e3:.2f} ms | |")
     say(f"\nidentical: {r['identical']}\n")
 
-    # 2. big, in memory
+
+def _in_memory(say: Callable[..., None], args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """2. The synthetic matrix in memory, then under other thread settings; returns the matrix."""
     t = time.perf_counter()
     X, y = synthetic(args.rows, args.cols)
     gen = time.perf_counter() - t
@@ -306,20 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         speedup = r["numpy_thresholds_counts_s"] / v["ours_thresholds_counts_s"]
         say(f"| {label} | {v['ours_thresholds_s']:.2f} s | {v['ours_thresholds_counts_s']:.2f} s | {speedup:.1f}x | {same} |")
     say()
+    return X, y
 
-    # 3. out of core
-    from soundnet8.engine.stats import neuron_stats
-    from soundnet8.engine.store import write_arrays
 
-    expected = neuron_stats(X, y, Q, N_CLASSES, top_k=0)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_stats_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    store = workdir / "synthetic.h5"
-    t = time.perf_counter()
-    write_arrays(store, paths=[f"clip{i}" for i in range(args.rows)], features={"synthetic": {"mean": X}}, labels=y)
-    written = time.perf_counter() - t
-    nbytes = X.nbytes
-    del X
+def _out_of_core(say: Callable[..., None], args: argparse.Namespace, workdir: Path, store: Path, written: float,
+                 nbytes: int, expected) -> None:
+    """3. The same matrix read from a feature store by fresh processes."""
     import h5py
 
     with h5py.File(store) as f:
@@ -346,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"| {label} | {out['wall_s']:.2f} s | {out['peak_rss_bytes'] / 2**20:.0f} MiB | {out['peak_rss_bytes'] / nbytes:.1%} | {same} | {note} |")
     say()
 
-    # 4. JIT
+
+def _jit(say: Callable[..., None]) -> None:
+    """4. JIT cost, cold and from the cache."""
     cache = tempfile.mkdtemp(prefix="numba_cache_")
     cold = _run_worker("jit-cold", env_extra={"NUMBA_CACHE_DIR": cache})
     warm = _run_worker("jit-warm", env_extra={"NUMBA_CACHE_DIR": cache})
@@ -358,6 +346,44 @@ def main(argv: list[str] | None = None) -> int:
     say(f"| cache written by the run above (cache=True) | {warm['first_call_s']:.2f} s | {warm['second_call_s'] * 1e3:.1f} ms |")
     say(f"\nfloat64 data compiles its own kernels on first use: {cold['first_call_float64_s']:.2f} s cold, {warm['first_call_float64_s']:.2f} s from the cache.\n")
     say(f"- load average at end: {_load()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    from soundnet8.engine.stats import DEFAULT_MEMORY_BUDGET
+
+    if args.budget is None:
+        args.budget = DEFAULT_MEMORY_BUDGET
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args)))
+        return 0
+
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    _header(say, args)
+    _seed_size(say)
+    X, y = _in_memory(say, args)
+
+    # 3. out of core: the store is written here, so the matrix is freed before the measuring processes run.
+    from soundnet8.engine.stats import neuron_stats
+    from soundnet8.engine.store import write_arrays
+
+    expected = neuron_stats(X, y, Q, N_CLASSES, top_k=0)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_stats_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / "synthetic.h5"
+    t = time.perf_counter()
+    write_arrays(store, paths=[f"clip{i}" for i in range(args.rows)], features={"synthetic": {"mean": X}}, labels=y)
+    written = time.perf_counter() - t
+    nbytes = X.nbytes
+    del X
+    _out_of_core(say, args, workdir, store, written, nbytes, expected)
+    _jit(say)
 
     out_path = args.out or RESULTS / f"stats-{args.label}.md"
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from soundnet8.engine.modelfile import ModelInfo, cache_dir, ensure_model, package_version
+from soundnet8.engine.modelfile import ModelInfo, cache_dir, ensure_model
+from soundnet8.engine.version import package_version
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,10 @@ def _export_conv2d(target: Path) -> str:
         log.warning("export_onnx(conv2d=True) failed (%s): using the unguarded traced graph", exc)
         import onnx
 
-        from soundnet8.export.onnx_export import _trace_to_onnx
+        from soundnet8.export.onnx_export import trace_to_onnx
         from soundnet8.export.weights import load_weights
 
-        onnx.save(_trace_to_onnx(load_weights(), True), str(target))
+        onnx.save(trace_to_onnx(load_weights(), conv2d=True), str(target))
         return f"unguarded trace (export_onnx(conv2d=True) failed: {exc})"
 
 

@@ -23,8 +23,7 @@ import numpy as np
 from soundnet8.engine import arch
 from soundnet8.engine.errors import SoundNetError
 from soundnet8.engine.modelfile import INPUT_NAME
-from soundnet8.engine.session import (CPU_PROVIDER, CUDA_PROVIDER, GraphOptimization, Provider, SessionConfig,
-                                      create_session)
+from soundnet8.engine.session import CUDA_PROVIDER, GraphOptimization, Provider, SessionConfig, create_session
 
 from .measure import Stat
 from .settings import InputKind
@@ -40,7 +39,7 @@ class Stage(enum.Enum):
 
 @dataclass(frozen=True)
 class SessionSpec:
-    """A session to measure. With every option left at None the engine's own create_session builds it."""
+    """A session to measure: the engine's own session, with at most a few options overridden."""
 
     provider: Provider = Provider.CPU
     threads: int = 1
@@ -50,9 +49,10 @@ class SessionSpec:
     mem_pattern: bool | None = None
     iobinding: bool = False  # CUDA: inputs copied by the binding, outputs left on the device then fetched
 
-    @property
-    def engine_default(self) -> bool:
-        return self.allow_spinning is None and self.cpu_arena is None and self.mem_pattern is None
+    def session_config(self) -> SessionConfig:
+        """The options handed to the engine's create_session (the one place sessions are made)."""
+        return SessionConfig(self.provider, self.threads, self.graph, allow_spinning=self.allow_spinning,
+                             cpu_arena=self.cpu_arena, mem_pattern=self.mem_pattern)
 
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {"provider": self.provider.value, "threads": self.threads, "graph": self.graph.value}
@@ -62,30 +62,6 @@ class SessionSpec:
         if self.iobinding:
             out["iobinding"] = True
         return out
-
-
-def make_session(model_path: str | Path, spec: SessionSpec):
-    if spec.engine_default:
-        return create_session(model_path, SessionConfig(spec.provider, spec.threads, spec.graph))
-    import onnxruntime as ort
-
-    # The same settings as engine.session.create_session, plus the option under test.
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = spec.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = spec.graph.ort_level()
-    options.log_severity_level = 3
-    if spec.allow_spinning is not None:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spec.allow_spinning else "0")
-    if spec.cpu_arena is not None:
-        options.enable_cpu_mem_arena = spec.cpu_arena
-    if spec.mem_pattern is not None:
-        options.enable_mem_pattern = spec.mem_pattern
-    providers: list = [CPU_PROVIDER]
-    if spec.provider is Provider.CUDA:
-        providers = [(CUDA_PROVIDER, {"cudnn_conv_algo_search": "EXHAUSTIVE"}), CPU_PROVIDER]
-    return ort.InferenceSession(str(model_path), options, providers=providers)
 
 
 def cuda_available() -> tuple[bool, str]:
@@ -98,10 +74,12 @@ def cuda_available() -> tuple[bool, str]:
     return True, ""
 
 
-class _Run:
-    """Calls the model the way the spec says; returns nothing (outputs are discarded after fetching)."""
+class ModelCall:
+    """One timed call of the model, made the way the spec and stage say; returns nothing (outputs are
+    discarded after fetching). Builds its session through the engine's create_session."""
 
-    def __init__(self, session, spec: SessionSpec, stage: Stage) -> None:
+    def __init__(self, model_path: str | Path, spec: SessionSpec, stage: Stage) -> None:
+        session = create_session(model_path, spec.session_config())
         self.session, self.spec, self.stage = session, spec, stage
         self.outputs = list(arch.OUTPUTS)
         if stage is Stage.POOLED:
@@ -173,8 +151,7 @@ def _worker(job: ModelJob, rank: int, barrier, results) -> None:
         batches = [(np.ascontiguousarray(np.stack(g)), g) for g in groups]
         runs = []
         for arm in job.all_arms():
-            session = make_session(arm.model_path, arm.spec)
-            runs.append(_Run(session, arm.spec, job.stage))
+            runs.append(ModelCall(arm.model_path, arm.spec, job.stage))
             for _ in range(max(job.warmup, 1)):  # at least one: the first run allocates and picks kernels
                 for batch, group in batches:
                     runs[-1](batch, group)

@@ -50,9 +50,6 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
-_PARAM_COLUMNS = ("kind", "workers", "threads", "batch", "graph", "variant")
-
-
 def _section_table(results: BenchResults, section: str) -> list[str]:
     rows = [r for r in results.rows if r.section == section]
     if not rows:

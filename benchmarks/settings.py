@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from soundnet8.engine.session import GraphOptimization, Provider
 
@@ -120,7 +120,3 @@ def settings_for(mode: Mode, providers: tuple[Provider, ...] = (Provider.CPU,),
         e2e_repeats=1, e2e_alternatives=0, scaling_clips=(), decode_clips=4, matmul_size=512, limit_threads=(cores,),
         cuda_batches=(1, 8),
     )
-
-
-def with_sections(settings: BenchSettings, sections: tuple[Section, ...]) -> BenchSettings:
-    return replace(settings, sections=sections)

@@ -112,14 +112,6 @@ class _Run:
         # Drawn from the end-to-end subset, so the store holds every clip the seed pipeline ran on.
         return self.e2e_corpus.subset(self.settings.baseline_clips).paths
 
-    def model_rows(self, kind: InputKind, provider: Provider = Provider.CPU) -> list[Row]:
-        return [r for r in self.rows if r.section == "model" and r.params["kind"] == kind.value
-                and r.params["provider"] == provider.value and r.params.get("stage") == Stage.RAW.value]
-
-    def best_model(self, kind: InputKind = InputKind.TILED_25S) -> Row | None:
-        rows = self.model_rows(kind)
-        return max(rows, key=lambda r: r.stat.median) if rows else None
-
 
 # --- sections --------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ used), so importing the package has no cost and no side effects. The engine neve
 
 from __future__ import annotations
 
-import importlib
+from .lazy import lazy_attributes
 
 _PUBLIC = {
     "FeatureStore": "store",
@@ -14,8 +14,8 @@ _PUBLIC = {
     "extract": "pipeline",
     "ExtractOptions": "pipeline",
     "Layout": "pipeline",
-    "Request": "runner",
-    "Pool": "runner",
+    "Request": "request",
+    "Pool": "request",
     "Runner": "runner",
     "Preprocessing": "audio",
     "SampleRateMode": "audio",
@@ -32,8 +32,4 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _PUBLIC)

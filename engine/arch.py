@@ -7,6 +7,7 @@ input lengths) without torch; ``soundnet8.export.model`` builds the network from
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 SAMPLE_RATE = 22_050
@@ -105,15 +106,8 @@ def output_lengths(n_samples: int) -> dict[str, int]:
     return lengths
 
 
-def _product(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
-
-
 TOTAL_STRIDE: dict[str, int] = {
-    name: _product(s.stride * s.pool for s in TRUNK[: i + 1]) for i, name in enumerate(TRUNK_OUTPUTS)
+    name: math.prod(s.stride * s.pool for s in TRUNK[: i + 1]) for i, name in enumerate(TRUNK_OUTPUTS)
 }
 TOTAL_STRIDE["objects"] = TOTAL_STRIDE["scenes"] = TOTAL_STRIDE["conv7"] * HEADS[0].stride
 """Input samples between consecutive frames of each output: 2*8 = 16 for pool1, ... 32,768 for conv7."""

@@ -1,12 +1,24 @@
-"""The one exception type of soundnet8.
+"""The one exception type of soundnet8, and the exit statuses of its command line.
 
 Every error the package raises on purpose is a :class:`SoundNetError` (or a subclass), so callers
 can catch one type; messages name the file or object concerned and say what is wrong.
+A command turns an uncaught SoundNetError into :attr:`ExitCode.FATAL` (see soundnet8.engine.cli).
 """
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
+
+
+class ExitCode(enum.IntEnum):
+    """The exit statuses every ``soundnet8`` command shares (a script can tell the cases apart)."""
+
+    OK = 0
+    FATAL = 1  # nothing (more) could be done: bad arguments, missing model, unreadable store...
+    USAGE = 2  # argparse's own status for a malformed command line
+    SOME_FAILED = 3  # the job finished, but some inputs failed (they are recorded, e.g. /errors)
+    INTERRUPTED = 130  # Ctrl-C; what was written so far is kept and a re-run resumes
 
 
 class SoundNetError(Exception):
@@ -32,15 +44,3 @@ class AudioError(SoundNetError):
 
 class StoreError(SoundNetError):
     """A feature store is missing, malformed, or incompatible with the request."""
-
-
-def require(module: str, extra: str) -> object:
-    """Import an optional dependency lazily, with a message saying what to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise SoundNetError(
-            f"this feature needs the Python package {module!r}: pip install 'soundnet8[{extra}]'"
-        ) from exc

@@ -17,7 +17,8 @@ Manifest columns (names matched case-insensitively, first match wins):
 - fold: ``fold``, integers.
 
 Every column but the path one is kept in ``meta``, as int where the whole column is integers, as
-float where it is all numbers, else as str. Files a manifest lists that do not exist are an error
+float where it is all numbers, else as str; that decision is :attr:`InputSet.meta_schema`, which
+the store's writer is given so it stores each column with exactly that type. Files a manifest lists that do not exist are an error
 naming the first few, unless ``allow_missing=True``: then they are skipped with a logged warning and
 listed in :attr:`InputSet.missing`.
 """
@@ -36,6 +37,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .errors import SoundNetError
+from .store.columns import ColumnSchema, ColumnType
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,12 @@ class InputSet:
     meta_columns: tuple[str, ...] = ()  # keys of every item's meta, in manifest order
     source: str | None = None  # the manifest, when read from one
     missing: tuple[str, ...] = ()  # listed files skipped because absent (allow_missing=True)
+    meta_schema: ColumnSchema | None = None  # storage type of each meta column; None: from the values
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(self.items))
+        if self.meta_schema is None:  # a set built by hand: the values say what they are
+            object.__setattr__(self, "meta_schema", ColumnSchema.infer([item.meta for item in self.items]))
         where = self.source or "input set"
         labelled = [item.label is not None for item in self.items]
         if self.class_names is None:
@@ -208,13 +213,48 @@ def _find_column(header: Sequence[str], candidates: Sequence[str]) -> str | None
     return next((lowered[c] for c in candidates if c in lowered), None)
 
 
-def _typed_column(values: Sequence[str]) -> list[MetaValue]:
+def _typed_column(values: Sequence[str]) -> tuple[ColumnType, list[MetaValue]]:
+    """A manifest column's storage type, decided here once for the whole column, and its values."""
     if values and all(_INT.match(v) for v in values):
-        return [int(v) for v in values]
+        return ColumnType.INT, [int(v) for v in values]
     try:
-        return [float(v) for v in values]
+        return ColumnType.FLOAT, [float(v) for v in values]
     except ValueError:
-        return list(values)
+        return ColumnType.STR, list(values)
+
+
+def _typed_columns(
+    columns: Mapping[str, Sequence[str]], names: Sequence[str]
+) -> tuple[dict[str, list[MetaValue]], ColumnSchema]:
+    """The typed values of the meta columns and their types (what the store will keep)."""
+    typed = {name: _typed_column(columns[name]) for name in names}
+    return {name: values for name, (_, values) in typed.items()}, ColumnSchema(
+        {name: kind for name, (kind, _) in typed.items()}
+    )
+
+
+def _folds(csv_path: Path, lines: Sequence[int], values: Sequence[str]) -> list[int | None]:
+    folds: list[int | None] = []
+    for line, value in zip(lines, values):
+        if not _INT.match(value):
+            raise SoundNetError(f"{csv_path}: line {line}: fold {value!r} is not an integer")
+        folds.append(int(value))
+    return folds
+
+
+def _check_missing(csv_path: Path, missing: Sequence[str], n_rows: int, found_any: bool, allow_missing: bool) -> None:
+    """Refuse listed files that do not exist, or (allow_missing) warn that they are skipped."""
+    shown = ", ".join(missing[:MISSING_SHOWN]) + (
+        f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+    )
+    if not allow_missing:
+        raise SoundNetError(
+            f"{csv_path}: {len(missing)} of {n_rows} listed files do not exist: {shown} "
+            f"(allow_missing skips them)"
+        )
+    if not found_any:
+        raise SoundNetError(f"{csv_path}: none of the {n_rows} listed files exist: {shown}")
+    log.warning("%s: skipping %d of %d listed files that do not exist: %s", csv_path, len(missing), n_rows, shown)
 
 
 class _StemIndex:
@@ -329,15 +369,10 @@ def read_manifest(
         int_labels, class_names = _labels_and_names(csv_path, lines, columns[label_col], names)
         labels = list(int_labels)
 
-    folds: list[int | None] = [None] * len(rows)
-    if fold_col is not None:
-        for i, (line, value) in enumerate(zip(lines, columns[fold_col])):
-            if not _INT.match(value):
-                raise SoundNetError(f"{csv_path}: line {line}: fold {value!r} is not an integer")
-            folds[i] = int(value)
+    folds = _folds(csv_path, lines, columns[fold_col]) if fold_col is not None else [None] * len(rows)
 
     meta_columns = tuple(name for name in header if name != path_col)
-    typed = {name: _typed_column(columns[name]) for name in meta_columns}
+    typed, meta_schema = _typed_columns(columns, meta_columns)
 
     stems = _StemIndex()
     items: list[InputItem] = []
@@ -367,20 +402,7 @@ def read_manifest(
         items.append(InputItem(path=path, meta=meta, label=labels[i], fold=folds[i]))
 
     if missing:
-        shown = ", ".join(missing[:MISSING_SHOWN]) + (
-            f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
-        )
-        if not allow_missing:
-            raise SoundNetError(
-                f"{csv_path}: {len(missing)} of {len(rows)} listed files do not exist: {shown} "
-                f"(allow_missing skips them)"
-            )
-        if not items:
-            raise SoundNetError(f"{csv_path}: none of the {len(rows)} listed files exist: {shown}")
-        log.warning(
-            "%s: skipping %d of %d listed files that do not exist: %s",
-            csv_path, len(missing), len(rows), shown,
-        )
+        _check_missing(csv_path, missing, len(rows), bool(items), allow_missing)
 
     return InputSet(
         items=tuple(items),
@@ -388,6 +410,7 @@ def read_manifest(
         label_column=label_col,
         fold_column=fold_col,
         meta_columns=meta_columns,
+        meta_schema=meta_schema,
         source=str(csv_path),
         missing=tuple(missing),
     )

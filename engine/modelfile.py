@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import ModelError
+from .version import package_version
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,6 @@ META_KEY_OBJECTS = "soundnet8.object_names"  # 1000 ImageNet categories, JSON li
 MODEL_ENV_VAR = "SOUNDNET8_MODEL"
 CACHE_ROOT_ENV_VAR = "SOUNDNET8_CACHE"  # everything soundnet8 caches (weights, exported models)
 CACHE_ENV_VAR = "SOUNDNET8_MODEL_CACHE"  # the exported models only
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("soundnet8")
-    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        return "0+unknown"
 
 
 def cache_root() -> Path:

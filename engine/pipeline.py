@@ -17,6 +17,7 @@ bounded whatever the corpus size; long files are streamed through windows (see r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -24,17 +25,15 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-
-from . import arch
 from .audio import Clip, Preprocessing, info, iter_blocks, load, model_length
-from .errors import AudioError, SoundNetError
+from .errors import AudioError
 from .inputs import InputItem, InputSet
 from .modelfile import ModelInfo
+from .progress import Progress, ProgressMode, ProgressOptions
 from .runner import LONG_INPUT, ClipFeatures, Request, Runner
 from .session import Provider, SessionConfig, create_session, resolve_provider
 from .store import ClipError, ClipResult, StoreSettings, StoreSummary, StoreWriter
@@ -57,7 +56,13 @@ class ExtractOptions:
     batch_size: int = 4
     intra_op_threads: int = 1  # per worker session (fused) or the main session (split: 0 = all cores)
     layout: Layout = Layout.AUTO
-    progress: bool = True
+    # A bool is still accepted (True: AUTO, False: NONE), as before --progress existed.
+    progress: ProgressOptions | bool = ProgressOptions()
+
+    def progress_options(self) -> ProgressOptions:
+        if isinstance(self.progress, ProgressOptions):
+            return self.progress
+        return ProgressOptions(ProgressMode.AUTO if self.progress else ProgressMode.NONE)
 
     def resolved_workers(self) -> int:
         return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
@@ -82,28 +87,11 @@ class ExtractSummary:
 Task = list[tuple[int, str]]  # (input index, path): workers get paths, never arrays or metadata
 Outcome = tuple[int, "ClipResult | ClipError | Clip"]
 
-_worker_runner: Runner | None = None
-_worker_preprocessing: Preprocessing | None = None
-
-
-def _init_worker(model_path: str | None, config: SessionConfig | None, request: Request,
-                 preprocessing: Preprocessing, batch_size: int) -> None:
-    global _worker_runner, _worker_preprocessing
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and saves work
-    _worker_preprocessing = preprocessing
-    if model_path is not None:
-        _worker_runner = Runner(create_session(model_path, config), request, batch_size=batch_size)
-
 
 def _error(path: str, exc: Exception) -> ClipError:
     if isinstance(exc, AudioError):
         return ClipError(path, exc.reason)
     return ClipError(path, f"{type(exc).__name__}: {exc}")
-
-
-def _is_long(path: str, preprocessing: Preprocessing) -> bool:
-    header = info(path)
-    return model_length(header.frames, header.rate, preprocessing) > LONG_INPUT
 
 
 def _result(path: str, duration: float, rate: int, feats: ClipFeatures) -> ClipResult:
@@ -112,55 +100,98 @@ def _result(path: str, duration: float, rate: int, feats: ClipFeatures) -> ClipR
                       features=feats.pooled, frames=feats.frames)
 
 
-def _features_of_long(runner: Runner, path: str, preprocessing: Preprocessing) -> ClipResult:
-    header = info(path)
-    feats = runner.features_windowed(iter_blocks(path, preprocessing))
-    return _result(path, header.duration, header.rate, feats)
+class Worker:
+    """What one worker holds: the preprocessing and, where it runs the model, a runner on its session.
 
+    A pool's processes each build one (see :func:`_start_process`); the in-process and SPLIT paths build
+    theirs in the main process."""
 
-def _decode_task(task: Task) -> list[Outcome]:
-    """SPLIT layout: decode only (long files are left to the main process, which streams them)."""
-    assert _worker_preprocessing is not None
-    out: list[Outcome] = []
-    for index, path in task:
-        try:
-            out.append((index, None if _is_long(path, _worker_preprocessing) else load(path, _worker_preprocessing)))
-        except Exception as exc:  # recorded under /errors, never fatal for the job
-            out.append((index, _error(path, exc)))
-    return out
+    def __init__(self, preprocessing: Preprocessing, runner: Runner | None = None) -> None:
+        self.preprocessing = preprocessing
+        self.runner = runner
 
+    @classmethod
+    def build(cls, model_path: str | None, config: SessionConfig | None, request: Request,
+              preprocessing: Preprocessing, batch_size: int) -> Worker:
+        """A worker that decodes only (``model_path`` None) or also runs the model on its own session."""
+        if model_path is None:
+            return cls(preprocessing)
+        return cls(preprocessing, Runner(create_session(model_path, config or SessionConfig()), request,
+                                         batch_size=batch_size))
 
-def _process_task(task: Task) -> list[Outcome]:
-    """FUSED layout: decode, run the model and pool, for every clip of the task."""
-    assert _worker_runner is not None and _worker_preprocessing is not None
-    return _run_clips(_worker_runner, _worker_preprocessing, task, _decode_task(task))
+    def _is_long(self, path: str) -> bool:
+        header = info(path)
+        return model_length(header.frames, header.rate, self.preprocessing) > LONG_INPUT
 
-
-def _run_clips(runner: Runner, preprocessing: Preprocessing, task: Task, decoded: list[Outcome]) -> list[Outcome]:
-    paths = dict(task)
-    out: list[Outcome] = []
-    clips: list[tuple[int, Clip]] = []
-    for index, value in decoded:
-        if isinstance(value, ClipError):
-            out.append((index, value))
-        elif value is None:  # long file: stream it through windows
+    def decode(self, task: Task) -> list[Outcome]:
+        """SPLIT layout: decode only (long files are left to the main process, which streams them)."""
+        out: list[Outcome] = []
+        for index, path in task:
             try:
-                out.append((index, _features_of_long(runner, paths[index], preprocessing)))
+                out.append((index, None if self._is_long(path) else load(path, self.preprocessing)))
+            except Exception as exc:  # recorded under /errors, never fatal for the job
+                out.append((index, _error(path, exc)))
+        return out
+
+    def process(self, task: Task) -> list[Outcome]:
+        """FUSED layout: decode, run the model and pool, for every clip of the task."""
+        return self.run_clips(task, self.decode(task))
+
+    def _long(self, path: str) -> ClipResult:
+        assert self.runner is not None
+        header = info(path)
+        feats = self.runner.features_windowed(iter_blocks(path, self.preprocessing))
+        return _result(path, header.duration, header.rate, feats)
+
+    def run_clips(self, task: Task, decoded: list[Outcome]) -> list[Outcome]:
+        """Features of the decoded clips of ``task`` (long files, left undecoded, stream through windows)."""
+        runner = self.runner
+        assert runner is not None, "a decode-only worker cannot run the model"
+        paths = dict(task)
+        out: list[Outcome] = []
+        clips: list[tuple[int, Clip]] = []
+        for index, value in decoded:
+            if isinstance(value, ClipError):
+                out.append((index, value))
+            elif value is None:  # long file: stream it through windows
+                try:
+                    out.append((index, self._long(paths[index])))
+                except Exception as exc:
+                    out.append((index, _error(paths[index], exc)))
+            else:
+                clips.append((index, value))
+        try:
+            feats = runner.features([clip.waveform for _, clip in clips])
+        except Exception:
+            feats = None  # one bad clip must not sink its batch mates: retry one at a time below
+        for n, (index, clip) in enumerate(clips):
+            try:
+                f = feats[n] if feats is not None else runner.features([clip.waveform])[0]
+                out.append((index, _result(paths[index], clip.duration, clip.native_rate, f)))
             except Exception as exc:
                 out.append((index, _error(paths[index], exc)))
-        else:
-            clips.append((index, value))
-    try:
-        feats = runner.features([clip.waveform for _, clip in clips])
-    except Exception:
-        feats = None  # one bad clip must not sink its batch mates: retry one at a time below
-    for n, (index, clip) in enumerate(clips):
-        try:
-            f = feats[n] if feats is not None else runner.features([clip.waveform])[0]
-            out.append((index, _result(paths[index], clip.duration, clip.native_rate, f)))
-        except Exception as exc:
-            out.append((index, _error(paths[index], exc)))
-    return sorted(out, key=lambda pair: pair[0])
+        return sorted(out, key=lambda pair: pair[0])
+
+
+# A pool's initializer can only leave state in its process's globals: this is that process's Worker.
+_process_worker: Worker | None = None
+
+
+def _start_process(model_path: str | None, config: SessionConfig | None, request: Request,
+                   preprocessing: Preprocessing, batch_size: int) -> None:
+    global _process_worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and saves work
+    _process_worker = Worker.build(model_path, config, request, preprocessing, batch_size)
+
+
+def _decode_in_process(task: Task) -> list[Outcome]:
+    assert _process_worker is not None
+    return _process_worker.decode(task)
+
+
+def _process_in_process(task: Task) -> list[Outcome]:
+    assert _process_worker is not None
+    return _process_worker.process(task)
 
 
 # --- the main loop -------------------------------------------------------------------------------
@@ -229,69 +260,76 @@ def extract(inputs: InputSet, store_path: str | os.PathLike, model: ModelInfo, o
     audio_seconds = 0.0
     writer_kwargs = {"segment_rows": segment_rows} if segment_rows else {}
     with StoreWriter(store_path, settings, run_attrs=run_attrs, class_names=inputs.class_names,
-                     overwrite=overwrite, retry_errors=retry_errors, **writer_kwargs) as writer:
+                     meta_schema=inputs.meta_schema, overwrite=overwrite, retry_errors=retry_errors,
+                     **writer_kwargs) as writer:
         todo = [(i, item) for i, item in enumerate(inputs.items) if item.path not in writer.done]
         skipped = len(inputs) - len(todo)
         if skipped:
             log.info("resuming: %d of %d clips already in %s", skipped, len(inputs), store_path)
         workers = options.resolved_workers()
-        progress = _progress(len(todo), options.progress)
-        try:
-            for index, result in _results(todo, model, options, layout, provider, workers):
-                if isinstance(result, ClipResult):
-                    item = inputs.items[index]
-                    result = dataclasses.replace(result, meta=dict(item.meta), label=item.label, fold=item.fold)
-                writer.add(result)
-                processed += 1
-                if isinstance(result, ClipError):
-                    failed += 1
-                    log.warning("%s: %s", result.path, result.message)
-                else:
-                    audio_seconds += result.duration
-                progress.update(1)
-                progress.set_postfix_str(f"{audio_seconds / 3600 / max(time.perf_counter() - started, 1e-9):.2f} audio-h/s")
-        finally:
-            progress.close()
+        # closing: the worker pool (or the in-process SIGINT handler) is released as soon as the loop
+        # ends, also when writing fails, rather than whenever the generator is collected.
+        with Progress(len(todo), options.progress_options()) as progress:
+            with contextlib.closing(_results(todo, model, options, layout, provider, workers)) as results:
+                for index, result in results:
+                    if isinstance(result, ClipResult):
+                        item = inputs.items[index]
+                        result = dataclasses.replace(result, meta=dict(item.meta), label=item.label, fold=item.fold)
+                    writer.add(result)
+                    processed += 1
+                    seconds = 0.0
+                    if isinstance(result, ClipError):
+                        failed += 1
+                        log.warning("%s: %s", result.path, result.message)
+                    else:
+                        seconds = result.duration
+                        audio_seconds += seconds
+                    progress.update(failed=isinstance(result, ClipError), audio_seconds=seconds)
         summary = writer.close()
     return ExtractSummary(summary, processed, failed, skipped, time.perf_counter() - started, audio_seconds)
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="clip", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
-
-
 def _results(todo: Sequence[tuple[int, InputItem]], model: ModelInfo, options: ExtractOptions, layout: Layout,
              provider: Provider, workers: int) -> Iterator[tuple[int, ClipResult | ClipError]]:
-    request, prep = options.request, options.preprocessing
     if not todo:
         return
+    config = SessionConfig(provider, intra_op_threads=options.intra_op_threads)
+    tasks = _tasks(todo, options.batch_size)
+    if layout is Layout.FUSED and workers == 1:  # in-process: no pickling, and the simplest thing to debug
+        yield from _in_process(Worker.build(str(model.path), config, options.request, options.preprocessing,
+                                            options.batch_size), tasks)
+        return
     if layout is Layout.FUSED:
-        config = SessionConfig(provider, intra_op_threads=options.intra_op_threads)
-        init = (str(model.path), config, request, prep, options.batch_size)
-        if workers == 1:  # in-process: no pickling, and the simplest thing to debug
-            _init_worker(*init)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            for task in _tasks(todo, options.batch_size):
-                yield from _process_task(task)
-            return
-        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker, initargs=init) as pool:
-            try:
-                for _, outcomes in _ordered(pool, _process_task, _tasks(todo, options.batch_size), 2 * workers):
-                    yield from outcomes
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        init = (str(model.path), config, options.request, options.preprocessing, options.batch_size)
+        with _pool(workers, init) as pool:
+            for _, outcomes in _ordered(pool, _process_in_process, tasks, 2 * workers):
+                yield from outcomes
         return
     # SPLIT: decode in workers, model here.
-    config = SessionConfig(provider, intra_op_threads=options.intra_op_threads)
-    runner = Runner(create_session(model.path, config), request, batch_size=options.batch_size)
-    init = (None, None, request, prep, options.batch_size)
-    with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker, initargs=init) as pool:
+    here = Worker.build(str(model.path), config, options.request, options.preprocessing, options.batch_size)
+    with _pool(workers, (None, None, options.request, options.preprocessing, options.batch_size)) as pool:
+        for task, decoded in _ordered(pool, _decode_in_process, tasks, 2 * workers):
+            yield from here.run_clips(task, decoded)
+
+
+def _in_process(worker: Worker, tasks: Iterator[Task]) -> Iterator[Outcome]:
+    """Every task in this process, with Ctrl-C raising KeyboardInterrupt (the writer then saves the
+    work done); the caller's SIGINT handler is put back however the loop ends."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for task in tasks:
+            yield from worker.process(task)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _pool(workers: int, init: tuple) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes built by :func:`_start_process`; on any exception, pending tasks are dropped
+    instead of waited for."""
+    with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_start_process, initargs=init) as pool:
         try:
-            for task, decoded in _ordered(pool, _decode_task, _tasks(todo, options.batch_size), 2 * workers):
-                yield from _run_clips(runner, prep, task, decoded)
+            yield pool
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

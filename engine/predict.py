@@ -1,15 +1,16 @@
-"""``soundnet8 predict``: the teacher heads' top scenes (401 Places) and objects (1000 ImageNet).
+"""Predictions: the teacher heads' top scenes (401 Places) and objects (1000 ImageNet) of audio files.
 
 Probabilities are a softmax over classes for each conv8 frame, averaged over the frames whose
 receptive field (about 14.5 s) lies inside the input. Frames hanging over the input's edges see
 mostly zero padding, and the pretrained heads answer those with extreme, meaningless logits (e.g.
 one "parking garage" frame at probability 1.0 at the end of every clip); when no frame is complete
 (inputs under ~17 s) all frames are used.
+
+The ``soundnet8 predict`` and ``soundnet8 demo`` commands (soundnet8.engine.cli) print these.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,10 @@ import numpy as np
 
 from . import arch
 from .audio import Preprocessing, load
-from .errors import AudioError, SoundNetError
-from .modelfile import ModelInfo, ensure_model
+from .errors import AudioError
+from .modelfile import ModelInfo
 from .runner import Request, Runner
-from .session import Provider, SessionConfig, create_session
-
-HELP = "print the top-k scenes and objects of audio files"
+from .session import SessionConfig, create_session
 
 
 @dataclass(frozen=True)
@@ -80,30 +79,3 @@ def format_prediction(p: Prediction) -> str:
     for label, items in (("scenes ", p.scenes), ("objects", p.objects)):
         lines.append(f"  {label}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in items))
     return "\n".join(lines)
-
-
-def add_common_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=None,
-                        help="ONNX model file (default: $SOUNDNET8_MODEL or the cache, exported on first use)")
-    parser.add_argument("--provider", choices=[p.value for p in Provider], default=Provider.AUTO.value,
-                        help="execution provider (auto = CUDA when onnxruntime-gpu sees a GPU, else CPU)")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", type=Path, help="audio files")
-    parser.add_argument("-k", "--top", type=int, default=5, help="how many classes to show (default 5)")
-    add_common_model_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise SoundNetError("--top must be at least 1")
-    config = SessionConfig(Provider(args.provider), intra_op_threads=0)  # 0: ORT uses every core
-    failed = 0
-    for result in predict(args.files, model=ensure_model(args.model), session_config=config, k=args.top):
-        if isinstance(result, AudioError):
-            failed += 1
-            print(f"{result.path}: error: {result.reason}")
-        else:
-            print(format_prediction(result))
-    return 3 if failed else 0

@@ -12,21 +12,14 @@ whole-input ones, and memory stays bounded by the window size instead of the fil
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import arch
-from .errors import SoundNetError
 from .modelfile import INPUT_NAME
-
-
-class Pool(enum.Enum):
-    MEAN = "mean"
-    MAX = "max"
-    STD = "std"
+from .request import Pool, Request
 
 
 WINDOW_CORE = 16 * arch.WINDOW_ALIGN
@@ -95,26 +88,6 @@ class ClipFeatures:
     @property
     def heads_available(self) -> bool:
         return all(self.n_frames.get(h, 1) > 0 for h in arch.HEAD_OUTPUTS)
-
-
-@dataclass(frozen=True)
-class Request:
-    """What to compute for every clip."""
-
-    layers: tuple[str, ...] = arch.OUTPUTS
-    pools: tuple[Pool, ...] = (Pool.MEAN,)
-    frames: tuple[str, ...] | bool = ()  # layers whose frames are kept too; True = all of ``layers``
-
-    def __post_init__(self) -> None:
-        unknown = [name for name in self.layers if name not in arch.OUTPUTS]
-        if unknown or not self.layers:
-            raise SoundNetError(f"unknown layers {unknown}; choose from {', '.join(arch.OUTPUTS)}")
-        if not self.pools:
-            raise SoundNetError("at least one pooling is needed")
-        frames = self.layers if self.frames is True else () if self.frames is False else tuple(self.frames)
-        if any(name not in self.layers for name in frames):
-            raise SoundNetError(f"frames of {list(frames)} requested, but only {list(self.layers)} are extracted")
-        object.__setattr__(self, "frames", tuple(name for name in arch.OUTPUTS if name in frames))
 
 
 class Runner:

@@ -8,14 +8,11 @@ so the caller passes the layout it wants and nothing is left to ONNX Runtime's d
 from __future__ import annotations
 
 import enum
-import logging
 import os
 import warnings
 from dataclasses import dataclass
 
 from .errors import ModelError
-
-log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -46,12 +43,27 @@ class GraphOptimization(enum.Enum):
 
 @dataclass(frozen=True)
 class SessionConfig:
+    """Everything a session is made from. The last three fields let benchmarks override one ONNX Runtime
+    option at a time on top of the engine's settings; None keeps the engine's choice."""
+
     provider: Provider = Provider.AUTO
     intra_op_threads: int = 1
     graph_optimization: GraphOptimization = GraphOptimization.ALL
     cuda_device: int = 0
     # cuDNN's exhaustive search pays off only when shapes repeat, which length bucketing ensures.
     cudnn_search: str = "EXHAUSTIVE"
+    # cuDNN runs a 1-D convolution as 2-D: as N,C,1,D (on) or N,C,D,1 (off, ORT's default); None: the default.
+    cudnn_conv1d_pad_to_nc1d: bool | None = None
+    allow_spinning: bool | None = None  # None: off whenever the session has pool threads (see below)
+    cpu_arena: bool | None = None  # None: ONNX Runtime's default (on)
+    mem_pattern: bool | None = None  # None: ONNX Runtime's default (on)
+
+    def spinning(self) -> bool | None:
+        """The allow_spinning entry to set, or None to leave ONNX Runtime's default."""
+        if self.allow_spinning is not None:
+            return self.allow_spinning
+        # Spinning idle threads steal the core a decoding worker needs: 1.17x measured (benchmarks/).
+        return False if self.intra_op_threads != 1 else None
 
 
 class CudaFallbackWarning(RuntimeWarning):
@@ -88,14 +100,18 @@ def create_session(model_path: str | os.PathLike, config: SessionConfig = Sessio
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = config.graph_optimization.ort_level()
     options.log_severity_level = 3  # ORT's own warnings go through our messages instead
-    if config.intra_op_threads != 1:
-        # Spinning idle threads steal the core a decoding worker needs: 1.17x measured (benchmarks/).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    spinning = config.spinning()
+    if spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if config.cpu_arena is not None:
+        options.enable_cpu_mem_arena = config.cpu_arena
+    if config.mem_pattern is not None:
+        options.enable_mem_pattern = config.mem_pattern
     if provider is Provider.CUDA:
-        providers = [
-            (CUDA_PROVIDER, {"device_id": config.cuda_device, "cudnn_conv_algo_search": config.cudnn_search}),
-            CPU_PROVIDER,
-        ]
+        cuda_options = {"device_id": config.cuda_device, "cudnn_conv_algo_search": config.cudnn_search}
+        if config.cudnn_conv1d_pad_to_nc1d is not None:
+            cuda_options["cudnn_conv1d_pad_to_nc1d"] = "1" if config.cudnn_conv1d_pad_to_nc1d else "0"
+        providers = [(CUDA_PROVIDER, cuda_options), CPU_PROVIDER]
     else:
         providers = [CPU_PROVIDER]
     try:
@@ -112,4 +128,5 @@ def create_session(model_path: str | os.PathLike, config: SessionConfig = Sessio
 
 
 def session_provider(session) -> Provider:
+    """The provider a session actually runs on (CUDA may have fallen back to the CPU)."""
     return Provider.CUDA if session.get_providers()[0] == CUDA_PROVIDER else Provider.CPU

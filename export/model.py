@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from soundnet8.engine.arch import BN_EPS, HEADS, OUTPUTS, TRUNK, TRUNK_OUTPUTS, ConvSpec
+from soundnet8.engine.arch import BN_EPS, HEADS, OUTPUTS, TRUNK, ConvSpec
 
 from .weights import Weights
 
@@ -104,6 +104,3 @@ def build_model(weights: Weights, *, heads: bool = True, conv2d: bool = False, f
     model = SoundNet8(heads=heads, conv2d=conv2d).load_weights(weights)
     return model.fold_batchnorm() if fold else model
 
-
-def trunk_outputs() -> tuple[str, ...]:
-    return TRUNK_OUTPUTS

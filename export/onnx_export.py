@@ -29,8 +29,8 @@ from soundnet8.engine.modelfile import (
     META_KEY_VERSION,
     META_KEY_WEIGHTS,
     OPSET,
-    package_version,
 )
+from soundnet8.engine.version import package_version
 
 from .weights import Weights, category_names, load_weights
 
@@ -39,7 +39,12 @@ log = logging.getLogger(__name__)
 HEAD_MIN_FRAMES = arch.HEADS[0].kernel  # conv7 frames the heads need for one output frame
 
 
-def _trace_to_onnx(weights: Weights, conv2d: bool) -> onnx.ModelProto:
+def trace_to_onnx(weights: Weights, *, conv2d: bool = False) -> onnx.ModelProto:
+    """The traced model alone: BatchNorm folded, dynamic batch and time axes, all nine outputs, but
+    neither the heads' ``If`` guard nor the provenance metadata of :func:`build_onnx`.
+
+    ONNX Runtime fails on it for inputs too short for the heads; benchmarks use it when the guard
+    cannot be added (their inputs are always long enough). Needs torch."""
     import torch
 
     from .model import build_model
@@ -139,7 +144,7 @@ def _toposort(graph: onnx.GraphProto) -> None:
 def build_onnx(weights: Weights | None = None, *, conv2d: bool = False) -> onnx.ModelProto:
     """The exported SoundNet8 as an in-memory ONNX model, with provenance metadata."""
     weights = weights or load_weights()
-    model = _trace_to_onnx(weights, conv2d)
+    model = trace_to_onnx(weights, conv2d=conv2d)
     _guard_heads(model)
     meta = {
         META_KEY_WEIGHTS: weights.sha256,

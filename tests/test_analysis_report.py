@@ -12,11 +12,11 @@ import pytest
 from soundnet8.analysis.esc50 import ESC50_CLASSES, ESC50_MAJOR_CATEGORIES
 from soundnet8.analysis.figures import png_size
 from soundnet8.analysis.report import ReportOptions, build_report
-from soundnet8.analysis.synthetic import synthetic_clips, write_synthetic_store
 from soundnet8.engine.cli import main
 from soundnet8.engine.store import write_arrays
 
 from .conftest import SEED_FEATURES, requires_shared
+from .synthetic_store import synthetic_clips, write_synthetic_store
 
 FAST_UMAP_EPOCHS = 50  # layouts need not be pretty in tests, only produced
 
@@ -158,3 +158,17 @@ def test_report_reuses_a_saved_table(esc50_like_store, tmp_path):
     assert main(["report", str(esc50_like_store), "-o", str(table), "--table", str(table / "table.csv"), "--C", "0.01", "1", "--no-umap", "--no-seed-config"]) == 0
     parse_report(table / "index.html")
     assert (table / "table.md").read_text() == notes and "Best protocol chosen honestly" in notes
+
+
+def test_report_page_escapes_what_the_store_holds(tmp_path):
+    """Store attributes and class names reach the page as text, never as markup."""
+    clips = synthetic_clips(n_classes=3, per_class=6, layers={"pool5": 8}, class_names=["a<b", "c&d", "e"], seed=5)
+    path = write_synthetic_store(tmp_path / "odd.h5", clips, with_frames=False, note="<script>alert(1)</script>")
+    options = ReportOptions(grid=(0.1,), seed_config=False, umap=False, frame_protocols=False, dpi=40)
+    index = build_report(path, tmp_path / "report", options=options)
+    page = parse_report(index)
+    text = index.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "a&lt;b" in text and "c&amp;d" in text
+    assert any(h.startswith("Neurons and classes") for h in page.headings)
+    assert not any(h.startswith("UMAP of each layer") for h in page.headings)

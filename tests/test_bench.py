@@ -138,7 +138,7 @@ def test_markdown_and_json_render_every_row(tmp_path):
 
 
 def test_cli_parses_providers_and_sections():
-    from soundnet8.benchmarks import cli
+    from soundnet8.engine.cli import bench as cli
 
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
@@ -219,6 +219,17 @@ def test_round_order_rotates_every_arm_through_every_position():
     assert orders == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
     assert {o[0] for o in orders} == {0, 1, 2}
 
+
+
+def test_benchmark_sessions_are_the_engines_with_the_option_under_test(onnx_path):
+    from soundnet8.benchmarks.ort_bench import ModelCall, SessionSpec, Stage
+
+    engine = ModelCall(onnx_path, SessionSpec(Provider.CPU, 2), Stage.RAW).session.get_session_options()
+    assert engine.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert engine.enable_cpu_mem_arena
+    arm = ModelCall(onnx_path, SessionSpec(Provider.CPU, 2, cpu_arena=False), Stage.RAW).session.get_session_options()
+    assert not arm.enable_cpu_mem_arena
+    assert arm.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # the rest stays the engine's
 
 @pytest.mark.parametrize("groups", [(1, 1), (2, 1), (4, 2)])
 def test_matmul_rewrites_match_the_exported_model(onnx_path, groups):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from soundnet8.engine.inputs import discover, read_manifest
 from soundnet8.engine.modelfile import model_info
 from soundnet8.engine.pipeline import ExtractOptions, Layout, extract
 from soundnet8.engine.runner import LONG_INPUT, Pool, Request, Runner
-from soundnet8.engine.session import Provider, SessionConfig, create_session
+from soundnet8.engine.session import GraphOptimization, Provider, SessionConfig, create_session
 from soundnet8.engine.store import FeatureStore
 
 from .conftest import relative_error
@@ -106,6 +105,39 @@ def test_results_equal_across_workers_and_layouts(model, mixed_dir, tmp_path):
             assert np.array_equal(np.isnan(arrays[key]), ~finite), (name, key)
             assert relative_error(arrays[key][finite], value[finite]) < MODE_TOLERANCE, (name, key)
 
+
+def test_single_worker_extract_restores_the_callers_sigint_handler(model, demo_clips, tmp_path):
+    calls = []
+
+    def callers_handler(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGINT, callers_handler)
+    try:
+        summary = extract(discover(demo_clips[:2]), tmp_path / "s.h5", model,
+                          _options(workers=1, layout=Layout.FUSED, preprocessing=NO_TILING))
+        assert (summary.processed, summary.failed) == (2, 0)
+        # extract runs in this process and takes Ctrl-C over while it works; afterwards it is the caller's.
+        assert signal.getsignal(signal.SIGINT) is callers_handler
+        signal.raise_signal(signal.SIGINT)
+        assert calls == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+
+def test_session_overrides_go_on_top_of_the_engines_settings(onnx_path):
+    engine = create_session(onnx_path, SessionConfig(Provider.CPU, 2)).get_session_options()
+    assert engine.intra_op_num_threads == 2 and engine.inter_op_num_threads == 1
+    assert engine.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # the engine's choice
+    assert engine.enable_cpu_mem_arena and engine.enable_mem_pattern
+    config = SessionConfig(Provider.CPU, 2, GraphOptimization.BASIC, allow_spinning=True, cpu_arena=False,
+                           mem_pattern=False)
+    tuned = create_session(onnx_path, config).get_session_options()
+    assert tuned.intra_op_num_threads == 2 and tuned.inter_op_num_threads == 1
+    assert tuned.graph_optimization_level == GraphOptimization.BASIC.ort_level()
+    assert tuned.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert not tuned.enable_cpu_mem_arena and not tuned.enable_mem_pattern
 
 # --- long inputs ----------------------------------------------------------------------------------
 

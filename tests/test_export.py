@@ -86,9 +86,9 @@ def test_pickle_referencing_other_globals_is_refused_without_running_it(tmp_path
 
 
 def test_wrong_keys_and_shapes_are_named(weights, tmp_path):
-    from soundnet8.export.weights import _unpickle_npy_object, load_weights
+    from soundnet8.export.weights import load_weights, read_raw_weights
 
-    original = _unpickle_npy_object(weights.path)  # the file's own layout, (k, 1, in, out)
+    original = read_raw_weights(weights.path)  # the file's own layout, (k, 1, in, out)
     raw = {name: dict(layer) for name, layer in original.items()}
     del raw["conv7"]
     bad = tmp_path / "missing.npy"

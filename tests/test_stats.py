@@ -19,10 +19,11 @@ from soundnet8.engine.errors import SoundNetError, StoreError
 from soundnet8.engine.stats import (
     DEFAULT_MEMORY_BUDGET,
     NeuronStats,
+    Rows,
+    ScanLimits,
     StatsError,
-    _exact_scan,
-    _Rows,
     activation_counts,
+    exact_scan,
     minimum_budget,
     neuron_stats,
     percentile_thresholds,
@@ -111,10 +112,10 @@ def test_neuron_stats_equal_numpy(data, q, chunk, top_k):
 def test_refinement_passes_equal_numpy(data, q, chunk, capacity, per_pass):
     """Tiny candidate room forces the histogram refinement passes (and columns waiting their turn)."""
     X, y, n_classes = data
-    rows = _Rows(X, name="t", chunk_rows=chunk, chunk_bytes=0)
-    scan = _exact_scan(
+    rows = Rows(X, name="t", chunk_rows=chunk, chunk_bytes=0)
+    scan = exact_scan(
         rows, float(q), labels=y, n_classes=n_classes, top_k=0, budget=DEFAULT_MEMORY_BUDGET,
-        want_counts=True, limits=(capacity, per_pass),
+        want_counts=True, limits=ScanLimits(capacity, per_pass),
     )  # fmt: skip
     thr = reference_thresholds(X, q)
     assert np.array_equal(scan.thresholds, thr)
@@ -126,10 +127,10 @@ def test_refinement_passes_equal_numpy(data, q, chunk, capacity, per_pass):
 @given(data=matrices(dtype=np.float64, max_rows=60, max_cols=8), q=percentiles, capacity=st.integers(0, 40))
 def test_float64_equal_numpy(data, q, capacity):
     X, y, n_classes = data
-    rows = _Rows(X, name="t", chunk_rows=7, chunk_bytes=0)
-    scan = _exact_scan(
+    rows = Rows(X, name="t", chunk_rows=7, chunk_bytes=0)
+    scan = exact_scan(
         rows, float(q), labels=y, n_classes=n_classes, top_k=0, budget=DEFAULT_MEMORY_BUDGET,
-        want_counts=True, limits=(capacity, 3),
+        want_counts=True, limits=ScanLimits(capacity, 3),
     )  # fmt: skip
     thr = reference_thresholds(X, q)
     assert scan.thresholds.dtype == np.float64
@@ -164,8 +165,8 @@ def test_dense_bins_need_every_level():
     X[:, 1] = rng.standard_normal(n)  # a column that collects at once beside one that refines
     y = rng.integers(0, 3, n)
     budget = minimum_budget(c, 1000 * c * 4, 10, 3)
-    rows = _Rows(X, name="t", chunk_rows=1000, chunk_bytes=0)
-    scan = _exact_scan(rows, 95.0, labels=y, n_classes=3, top_k=10, budget=budget, want_counts=True)
+    rows = Rows(X, name="t", chunk_rows=1000, chunk_bytes=0)
+    scan = exact_scan(rows, 95.0, labels=y, n_classes=3, top_k=10, budget=budget, want_counts=True)
     thr = reference_thresholds(X, 95)
     assert scan.passes == 4  # pass 1, two refinements, the counting pass
     assert _same_bits(scan.thresholds, thr)
@@ -275,9 +276,9 @@ def test_infinities_and_overflowing_interpolation_match_numpy():
     X = np.array(cols, dtype=np.float32).T
     y = np.arange(10) % 3
     for q in (0, 10, 45, 50, 90, 95, 100):
-        for limits in (None, (0, 1)):
-            rows = _Rows(X, name="t", chunk_rows=3, chunk_bytes=0)
-            scan = _exact_scan(rows, float(q), labels=y, n_classes=3, top_k=0, budget=DEFAULT_MEMORY_BUDGET, want_counts=True, limits=limits)
+        for limits in (None, ScanLimits(0, 1)):
+            rows = Rows(X, name="t", chunk_rows=3, chunk_bytes=0)
+            scan = exact_scan(rows, float(q), labels=y, n_classes=3, top_k=0, budget=DEFAULT_MEMORY_BUDGET, want_counts=True, limits=limits)
             with np.errstate(invalid="ignore", over="ignore"):
                 thr = reference_thresholds(X, q)
             assert np.array_equal(scan.thresholds, thr, equal_nan=True), q

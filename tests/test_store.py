@@ -23,11 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soundnet8.engine.errors import StoreError
+from soundnet8.engine import runner
+from soundnet8.engine.errors import SoundNetError, StoreError
+from soundnet8.engine.inputs import read_manifest
+from soundnet8.engine.request import Pool, Request
 from soundnet8.engine.store import (
     FORMAT_VERSION,
     ClipError,
     ClipResult,
+    ColumnSchema,
+    ColumnType,
     Compression,
     FeatureStore,
     StoreSettings,
@@ -793,3 +798,121 @@ def test_split_points_do_not_change_the_store(fast_dir, case):
             pass
     assert_same_store(work / "one.h5", work / "split.h5")
     shutil.rmtree(work)
+
+
+# --------------------------------------------------------------------------------------------
+# meta column types: decided once by the input set, resolved against the store at opening
+# --------------------------------------------------------------------------------------------
+
+ONE_LAYER = StoreSettings(
+    layers=("pool1",), pools=("mean",), frames=False, preprocessing={}, weights_sha256="", onnx_sha256=""
+)
+
+
+def plain_item(i, meta):
+    return ClipResult(f"{i}.wav", 1.0, 1, meta, {("pool1", "mean"): np.full(16, i, np.float32)}, None)
+
+
+def write_meta(store, metas, schema, start=0, segment_rows=1024):
+    with StoreWriter(store, ONE_LAYER, meta_schema=schema, segment_rows=segment_rows) as writer:
+        for i, meta in enumerate(metas, start):
+            writer.add(plain_item(i, meta))
+
+
+def test_segments_are_written_with_the_schema_types(tmp_path):
+    store = tmp_path / "s.h5"
+    schema = ColumnSchema({"n": ColumnType.FLOAT, "s": ColumnType.STR})
+    with StoreWriter(store, ONE_LAYER, meta_schema=schema, segment_rows=2) as writer:
+        for i in range(2):
+            writer.add(plain_item(i, {"n": i, "s": i}))  # ints only: inferred, they would be int64
+        (segment,) = Path(str(store) + ".parts").glob("seg-*.h5")
+        with h5py.File(segment, "r") as f:
+            assert f["clips/meta/n"].dtype == np.float64
+            assert h5py.check_string_dtype(f["clips/meta/s"].dtype) is not None
+        writer.add(plain_item(2, {"n": 2.5, "s": "x"}))
+    with FeatureStore(store) as fs:
+        assert fs.meta("n").tolist() == [0.0, 1.0, 2.5] and fs.meta("s").tolist() == ["0", "1", "x"]
+    write_meta(tmp_path / "inferred.h5", [{"n": 0}, {"n": 1}], None)
+    with FeatureStore(tmp_path / "inferred.h5") as fs:
+        assert fs.meta("n").dtype == np.int64  # no schema: the values decide
+
+
+def test_the_schema_is_resolved_against_the_store_being_resumed(tmp_path):
+    store = tmp_path / "r.h5"
+    write_meta(store, [{"x": 1, "y": "a"}, {"x": 2, "y": "b"}], {"x": ColumnType.INT, "y": ColumnType.STR})
+    with pytest.raises(StoreError, match="meta column 'x' holds int64 values in the store but float64"):
+        StoreWriter(store, ONE_LAYER, meta_schema={"x": ColumnType.FLOAT, "y": ColumnType.STR})
+    with pytest.raises(StoreError, match="meta column 'x' holds int64 in the store, but this run's inputs have no"):
+        StoreWriter(store, ONE_LAYER, meta_schema={"y": ColumnType.STR})
+    # a new column: the stored rows have no value, so int64 becomes float64 (NaN for them)
+    write_meta(store, [{"x": 3, "y": "c", "z": 7}], {"x": ColumnType.INT, "y": ColumnType.STR, "z": ColumnType.INT}, 2)
+    # a stored string column takes missing values; a stored float64 column takes integers
+    write_meta(store, [{"x": 4, "z": 8}], {"x": ColumnType.INT, "z": ColumnType.INT}, 3)
+    with FeatureStore(store) as fs:
+        assert fs.meta("x").dtype == np.int64 and fs.meta("x").tolist() == [1, 2, 3, 4]
+        assert fs.meta("y").tolist() == ["a", "b", "c", ""]
+        z = fs.meta("z")
+        assert z.dtype == np.float64 and np.isnan(z[:2]).all() and z[2:].tolist() == [7.0, 8.0]
+
+
+def test_rows_must_fit_the_schema(tmp_path):
+    schema = ColumnSchema({"k": ColumnType.INT, "v": ColumnType.FLOAT})
+    with StoreWriter(tmp_path / "f.h5", ONE_LAYER, meta_schema=schema) as writer:
+        for meta, message in (
+            ({"k": "one", "v": 1.0}, "meta 'k' value 'one' does not fit its int64 column"),
+            ({"k": 1, "v": "x"}, "meta 'v' value 'x' does not fit its float64 column"),
+            ({"v": 1.0}, "meta 'k' has no value, but its column is int64"),
+            ({"k": 1, "w": 2}, r"meta column 'w' is not among the columns \['k', 'v'\]"),
+        ):
+            with pytest.raises(StoreError, match=message):
+                writer.add(plain_item(0, meta))
+        writer.add(plain_item(0, {"k": True, "v": None}))  # a bool is an int; float64 holds missing
+    with FeatureStore(tmp_path / "f.h5") as fs:
+        assert fs.meta("k").tolist() == [1] and np.isnan(fs.meta("v")[0])
+
+
+def test_a_manifest_decides_the_column_types_the_store_keeps(tmp_path):
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (tmp_path / name).write_bytes(b"")  # listed files must exist; nothing is decoded here
+    (tmp_path / "m.csv").write_text("path,n,x,s\na.wav,1,2,3\nb.wav,2,2.5,a\nc.wav,3,4,5\n")
+    inputs = read_manifest(tmp_path / "m.csv")
+    assert dict(inputs.meta_schema.types) == {"n": ColumnType.INT, "x": ColumnType.FLOAT, "s": ColumnType.STR}
+    store = tmp_path / "m.h5"
+    with StoreWriter(store, ONE_LAYER, meta_schema=inputs.meta_schema, segment_rows=1) as writer:
+        for i, item in enumerate(inputs):
+            writer.add(ClipResult(item.path, 1.0, 1, item.meta, {("pool1", "mean"): np.full(16, i, np.float32)}, None))
+    with FeatureStore(store) as fs:
+        assert fs.meta("n").dtype == np.int64 and fs.meta("x").tolist() == [2.0, 2.5, 4.0]
+        assert fs.meta("s").tolist() == ["3", "a", "5"]
+
+
+# --------------------------------------------------------------------------------------------
+# one request validation for the runner and the store
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_runner_request_and_the_store_settings_validate_alike():
+    request = Request(layers=("conv7", "pool5", "pool5"), pools=("max", Pool.MEAN), frames=("conv7",))
+    assert request.layers == ("pool5", "conv7") and request.pools == (Pool.MEAN, Pool.MAX)
+    assert request.frames == ("conv7",) and runner.Pool is Pool and runner.Request is Request
+    settings_ = StoreSettings(
+        layers=("conv7", "pool5"), pools=("max", "mean"), frames=("conv7",), preprocessing={},
+        weights_sha256="", onnx_sha256="",
+    )  # fmt: skip
+    assert (settings_.layers, settings_.pools, settings_.frames) == (
+        request.layers, tuple(p.value for p in request.pools), request.frames
+    )  # fmt: skip
+    bad_requests = [
+        {"layers": ("conv9",)},
+        {"layers": ()},
+        {"pools": ("median",)},
+        {"pools": ()},
+        {"layers": ("pool5",), "frames": ("conv7",)},
+    ]
+    for bad in bad_requests:
+        with pytest.raises(SoundNetError) as from_request:
+            Request(**bad)
+        arguments = {"layers": ("pool5",), "pools": ("mean",), "frames": False, **bad}
+        with pytest.raises(StoreError) as from_settings:
+            StoreSettings(**arguments, preprocessing={}, weights_sha256="", onnx_sha256="")
+        assert str(from_request.value) == str(from_settings.value)

@@ -1,36 +1,31 @@
 """``soundnet8 extract``: audio files, directories or a manifest into an HDF5 feature store.
 
-Exit status: 0 every clip succeeded; 3 the job finished but some clips failed (listed under
-/errors in the store); 1 a fatal error (nothing more could be done; what was written is kept);
-130 interrupted (what was written is kept; re-run the same command to resume).
+Parses the options into :class:`~soundnet8.engine.pipeline.ExtractOptions` and calls
+:func:`soundnet8.engine.pipeline.extract`. Exit status: 0 every clip succeeded; 3 the job finished
+but some clips failed (listed under /errors in the store); 1 a fatal error (nothing more could be
+done; what was written is kept); 130 interrupted (what was written is kept; re-run the same command
+to resume).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import arch
-from .audio import Mix, Preprocessing, SampleRateMode
-from .cli import ExitCode
-from .errors import SoundNetError
-from .predict import add_common_model_arguments
-from .runner import Pool, Request
-from .session import Provider
+from .. import arch
+from ..audio import Mix, Preprocessing, SampleRateMode
+from ..errors import ExitCode, SoundNetError
+from ..progress import LOG_INTERVAL_S, ProgressMode, ProgressOptions
+from ..runner import Pool, Request
+from ..session import Provider
+from .common import add_model_arguments, comma_list, enum_list
 
-HELP = "extract features of audio files into an HDF5 feature store"
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ..inputs import InputSet
 
-
-def _csv_choice(allowed: tuple[str, ...], what: str):
-    def parse(text: str) -> tuple[str, ...]:
-        values = tuple(v.strip() for v in text.split(",") if v.strip())
-        unknown = [v for v in values if v not in allowed]
-        if unknown or not values:
-            raise argparse.ArgumentTypeError(f"unknown {what} {unknown or text!r}; choose from {','.join(allowed)}")
-        return tuple(dict.fromkeys(values))
-    return parse
+LAYERS = comma_list(arch.OUTPUTS, "layer")
+POOLS = enum_list(Pool, "pooling")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, help="CSV with a path (or ESC-50 filename) column; label/fold/other columns kept")
     parser.add_argument("--audio-dir", type=Path, help="folder the manifest's paths are relative to (ESC-50: audio_16k)")
     parser.add_argument("--allow-missing", action="store_true", help="skip manifest rows whose file is absent")
-    parser.add_argument("--layers", type=_csv_choice(arch.OUTPUTS, "layer"), default=arch.OUTPUTS,
+    parser.add_argument("--layers", type=LAYERS, default=arch.OUTPUTS,
                         help=f"comma-separated outputs (default all: {','.join(arch.OUTPUTS)})")
-    parser.add_argument("--pool", type=_csv_choice(tuple(p.value for p in Pool), "pooling"), default=("mean",),
+    parser.add_argument("--pool", type=POOLS, default=(Pool.MEAN,),
                         help="comma-separated poolings over time: mean,max,std (default mean)")
     parser.add_argument("--frames", nargs="?", const="all", default=None, metavar="LAYERS",
                         help="also store frame-level features (ragged): of every extracted layer, or of LAYERS "
@@ -51,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix", choices=[m.value for m in Mix], default="first", help="multi-channel: first channel (default) or mean")
     parser.add_argument("--min-seconds", type=float, default=20.0,
                         help="tile shorter clips up to this many seconds x 22,050 samples, as the seed (default 20; 0 = never)")
-    add_common_model_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=4, help="clips per model call (equal lengths only)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default 1)")
@@ -65,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segment-rows", type=int, default=None,
                         help="clips per durable segment: at most this many are redone after a kill (default 1024)")
     parser.add_argument("--retry-errors", action="store_true", help="on resume, process again clips recorded under /errors")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--progress", choices=[m.value for m in ProgressMode], default=ProgressMode.AUTO.value,
+                        help="auto (default): a bar on a terminal, else a line every "
+                             f"{LOG_INTERVAL_S:.0f} s (batch logs); bar; log; none")
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const=ProgressMode.NONE.value,
+                        help="same as --progress none")
 
 
 def _frames(args: argparse.Namespace) -> tuple[str, ...] | bool:
@@ -74,32 +73,38 @@ def _frames(args: argparse.Namespace) -> tuple[str, ...] | bool:
     if args.frames == "all":
         return True
     try:
-        return _csv_choice(arch.OUTPUTS, "layer")(args.frames)
+        return LAYERS(args.frames)
     except argparse.ArgumentTypeError as exc:
         raise SoundNetError(f"--frames: {exc}") from exc
 
 
-def run(args: argparse.Namespace) -> int:
-    from .inputs import discover, read_manifest
-    from .modelfile import ensure_model
-    from .pipeline import ExtractOptions, Layout, extract
-    from .store import Compression
+def _inputs(args: argparse.Namespace) -> InputSet:
+    """The input set: the manifest's rows, or the audio files found under the given paths."""
+    from ..inputs import discover, read_manifest
 
     if args.manifest:
         if args.inputs:
             raise SoundNetError("give either INPUT paths or --manifest, not both")
-        inputs = read_manifest(args.manifest, args.audio_dir, allow_missing=args.allow_missing)
-    elif args.inputs:
-        inputs = discover(args.inputs)
-    else:
-        raise SoundNetError("nothing to extract: give audio files/directories or --manifest CSV")
+        return read_manifest(args.manifest, args.audio_dir, allow_missing=args.allow_missing)
+    if args.inputs:
+        return discover(args.inputs)
+    raise SoundNetError("nothing to extract: give audio files/directories or --manifest CSV")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..modelfile import ensure_model
+    from ..pipeline import ExtractOptions, Layout, extract
+    from ..store import Compression
+
+    inputs = _inputs(args)
     if args.batch_size < 1 or args.workers < 0 or args.threads < 0:
         raise SoundNetError("--batch-size must be >= 1, --workers and --threads >= 0")
     options = ExtractOptions(
-        request=Request(layers=args.layers, pools=tuple(Pool(p) for p in args.pool), frames=_frames(args)),
+        request=Request(layers=args.layers, pools=args.pool, frames=_frames(args)),
         preprocessing=Preprocessing(SampleRateMode(args.sample_rate), Mix(args.mix), args.min_seconds),
         provider=Provider(args.provider), workers=args.workers, batch_size=args.batch_size,
-        intra_op_threads=args.threads, layout=Layout(args.layout), progress=not args.no_progress,
+        intra_op_threads=args.threads, layout=Layout(args.layout),
+        progress=ProgressOptions(ProgressMode(args.progress)),
     )
     model = ensure_model(args.model)
     summary = extract(inputs, args.output, model, options, overwrite=args.overwrite,

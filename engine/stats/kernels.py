@@ -1,5 +1,7 @@
 """Numba kernels behind :mod:`soundnet8.engine.stats` (exact out-of-core percentiles and counts).
 
+Tested against the plain numpy references of :mod:`soundnet8.engine.stats.reference`.
+
 Every kernel works on one row chunk of a feature matrix viewed as unsigned integers of the same
 width (float32 -> uint32, float64 -> uint64) and turns each value into an order-preserving
 unsigned *key* (:func:`_key`): ``a < b`` as floats exactly when ``key(a) < key(b)``. Histograms of
@@ -58,16 +60,22 @@ def _worse(k1, r1, k2, r2):
 
 
 @njit(inline="always", cache=True)
+def _swap(keys, rows, c, a, b):
+    """Exchange heap entries ``a`` and ``b`` of column ``c`` (key and row together)."""
+    k = keys[c, a]
+    keys[c, a] = keys[c, b]
+    keys[c, b] = k
+    r = rows[c, a]
+    rows[c, a] = rows[c, b]
+    rows[c, b] = r
+
+
+@njit(inline="always", cache=True)
 def _sift_up(keys, rows, c, pos):
     while pos > 0:
         parent = (pos - 1) // 2
         if _worse(keys[c, pos], rows[c, pos], keys[c, parent], rows[c, parent]):
-            k = keys[c, pos]
-            keys[c, pos] = keys[c, parent]
-            keys[c, parent] = k
-            r = rows[c, pos]
-            rows[c, pos] = rows[c, parent]
-            rows[c, parent] = r
+            _swap(keys, rows, c, pos, parent)
             pos = parent
         else:
             break
@@ -85,12 +93,7 @@ def _sift_down(keys, rows, c, n):
         if right < n and _worse(keys[c, right], rows[c, right], keys[c, left], rows[c, left]):
             w = right
         if _worse(keys[c, w], rows[c, w], keys[c, pos], rows[c, pos]):
-            k = keys[c, pos]
-            keys[c, pos] = keys[c, w]
-            keys[c, w] = k
-            r = rows[c, pos]
-            rows[c, pos] = rows[c, w]
-            rows[c, w] = r
+            _swap(keys, rows, c, pos, w)
             pos = w
         else:
             break

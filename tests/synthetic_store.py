@@ -1,4 +1,4 @@
-"""Small synthetic feature stores with a known class structure (tests, demos, trying the report).
+"""Small synthetic feature stores with a known class structure, for the analysis tests.
 
 Each class has a random non-negative prototype per layer; a clip's frames are its class prototype
 plus clip-level and frame-level noise, through a ReLU, so classes are separable but not trivially
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .frames import layer_frame_rate
+from soundnet8.analysis.frames import layer_frame_rate
+from soundnet8.engine.store import write_arrays
 
 SYNTHETIC_SECONDS = 5.0
 """Duration given to every synthetic clip (ESC-50's)."""
@@ -80,8 +81,6 @@ def write_synthetic_store(
     **attrs,
 ) -> Path:
     """Write ``clips`` as a feature store (``soundnet8.engine.store.write_arrays``)."""
-    from soundnet8.engine.store import write_arrays
-
     return write_arrays(
         path,
         paths=list(clips.paths),

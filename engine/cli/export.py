@@ -1,11 +1,12 @@
-"""``soundnet8 export``: write the pretrained SoundNet8 as an ONNX file."""
+"""``soundnet8 export``: write the pretrained SoundNet8 as an ONNX file
+(:func:`soundnet8.export.pretrained.export_pretrained`; needs torch, imported only when this runs)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "export the pretrained SoundNet8 to ONNX (needs torch)"
+from ..errors import ExitCode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,13 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundnet8.engine.modelfile import cached_model_path
+    # torch lives behind soundnet8.export: the engine imports it only when this command runs
+    from soundnet8.export.pretrained import export_pretrained
 
-    from .onnx_export import export_onnx
-    from .weights import load_weights
-
-    weights = load_weights(args.weights)
-    output = args.output or cached_model_path(weights.sha256)
-    path = export_onnx(output, weights, conv2d=args.conv2d)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, weights sha256 {weights.sha256[:16]}…)")
-    return 0
+    model = export_pretrained(args.output, args.weights, conv2d=args.conv2d)
+    print(f"wrote {model.path} ({model.path.stat().st_size / 1e6:.1f} MB, weights sha256 {model.weights_sha256[:16]}…)")
+    return ExitCode.OK

@@ -1,16 +1,17 @@
-"""``soundnet8 report STORE.h5 -o DIR``: the HTML report (``DIR/index.html``) of a store."""
+"""``soundnet8 report STORE.h5 -o DIR``: the HTML report (``DIR/index.html``) of a store
+(:func:`soundnet8.analysis.build_report`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "write an HTML report (tables and figures) from a store"
+from ..errors import ExitCode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .embedding import UMAP_MAX_ROWS, UMAP_SEED
-    from .svm import SEED_C_GRID
+    from soundnet8.analysis.embedding import UMAP_MAX_ROWS, UMAP_SEED
+    from soundnet8.analysis.svm import SEED_C_GRID
 
     parser.add_argument("store", type=Path, help="feature store (.h5)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="output directory (index.html, figures/, table.csv)")
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .report import ReportOptions, build_report
+    from soundnet8.analysis.report import ReportOptions, build_report
 
     options = ReportOptions(
         layers=tuple(args.layers) if args.layers else None,
@@ -46,4 +47,4 @@ def run(args: argparse.Namespace) -> int:
     )
     index = build_report(args.store, args.out, frames_store_path=args.frames_store, options=options)
     print(f"wrote {index}")
-    return 0
+    return ExitCode.OK

@@ -1,6 +1,6 @@
 """``soundnet8 stats STORE.h5``: per-neuron thresholds and class selectivity, written to the store.
 
-Computes :func:`soundnet8.engine.stats.store_stats` for the chosen layers (all by default),
+Calls :func:`soundnet8.engine.stats.store_stats` for the chosen layers (all by default),
 writes them under ``/stats/<layer>/<pool>/`` and prints, per layer, a one-line summary and the
 most selective neurons with their top class's name.
 """
@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .cli import ExitCode
-
-HELP = "per-neuron percentile thresholds and class selectivity of a store"
+from ..errors import ExitCode
 
 MIB = 2**20
 OMP_WAIT_POLICY = "PASSIVE"
@@ -28,7 +26,7 @@ CLASS_WIDTH = 24  # class names are cut to this many characters in the table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .stats import DEFAULT_MEMORY_BUDGET, DEFAULT_Q, DEFAULT_TOP_K
+    from ..stats import DEFAULT_MEMORY_BUDGET, DEFAULT_Q, DEFAULT_TOP_K
 
     parser.add_argument("store", type=Path, help="the feature store (HDF5)")
     parser.add_argument(
@@ -60,11 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave the store unchanged")
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)  # read when numba's pool starts
-    from .stats import StatsError, store_stats
+    from ..stats import StatsError, store_stats
 
-    out = out or sys.stdout
+    out = sys.stdout
     if args.top_k < 0 or args.show < 0:
         raise StatsError("--top-k and --show must be non-negative")
     if not math.isfinite(args.memory_budget) or args.memory_budget <= 0:
