@@ -3,13 +3,18 @@
 matplotlib is imported inside the functions (it is optional for everything else) and used
 through ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot state, no display needed.
 Each PNG is exactly ``figsize * dpi`` pixels (no tight bounding box), so callers and tests know
-its size; long class-name axes grow the default figsize with the number of classes.
+its size; long class-name axes grow the default figsize with the number of classes. Each function
+returns a :class:`SavedFigure`: the PNG's path and the drawn matplotlib figure, whose artists (tick
+labels, bars, points) say what the image shows.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,17 +38,28 @@ MAX_BARS = 40
 MIN_CATEGORICAL = 10  # up to this many groups: tab10; more: tab20, then a continuous colour map
 
 
+@dataclass(frozen=True, eq=False)
+class SavedFigure:
+    """A figure written as a PNG: ``path`` and the matplotlib ``figure`` drawn (a path-like)."""
+
+    path: Path
+    figure: Any  # matplotlib.figure.Figure (matplotlib is imported lazily)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+
 def _figure(figsize: tuple[float, float], dpi: int):
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, dpi=dpi)
 
 
-def _save(fig, path: str | Path, dpi: int) -> Path:
+def _save(fig, path: str | Path, dpi: int) -> SavedFigure:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, format="png")
-    return path
+    return SavedFigure(path, fig)
 
 
 def png_size(path: str | Path) -> tuple[int, int]:
@@ -82,7 +98,7 @@ def confusion_figure(
     title: str = "Normalized confusion matrix",
     figsize: tuple[float, float] | None = None,
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """Row-normalised confusion matrix (each true class sums to 1), class names on both axes."""
     counts = np.asarray(counts, np.float64)
     k = counts.shape[0]
@@ -122,7 +138,7 @@ def class_recall_figure(
     title: str = "Per-class recall (easy and difficult classes)",
     figsize: tuple[float, float] | None = None,
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """Recall of every class, sorted, with the easy and difficult ones coloured."""
     recall = np.asarray(recall, np.float64)
     k = recall.size
@@ -159,7 +175,7 @@ def accuracy_figure(
     title: str = "Linear-SVM accuracy by feature set",
     figsize: tuple[float, float] | None = None,
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """Horizontal bars of our accuracies (%) with the paper's beside them where it has one."""
     n = len(names)
     if len(ours) != n or (paper is not None and len(paper) != n):
@@ -196,7 +212,7 @@ def embedding_figure(
     note: str | None = None,
     figsize: tuple[float, float] = (10.0, 8.0),
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """2-D points coloured by group (e.g. ESC-50 major category), legend outside the plot."""
     coords = np.asarray(coords)
     groups = np.asarray(groups)
@@ -233,7 +249,7 @@ def neuron_activation_figure(
     layer: str,
     figsize: tuple[float, float] = (7.0, 4.5),
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """A neuron's activations over all clips, sorted, with its q-th percentile marked."""
     values = np.sort(np.asarray(values, np.float64))
     if values.ndim != 1 or values.size == 0:
@@ -262,7 +278,7 @@ def neuron_top_classes_figure(
     q: float,
     figsize: tuple[float, float] | None = None,
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """Classes of the clips above a neuron's q-th percentile (classes with none are left out)."""
     class_counts = np.asarray(class_counts)
     if class_counts.shape != (len(class_names),):
@@ -288,7 +304,7 @@ def neuron_class_matrix_figure(
     q: float,
     figsize: tuple[float, float] | None = None,
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """Activations of each neuron (columns) by each class (rows): the seed's ``matshow(stats.T)``."""
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[1] != len(class_names):
@@ -316,7 +332,7 @@ def top_class_share_figure(
     ylabel: str = "share of the most represented class",
     figsize: tuple[float, float] = (7.0, 4.5),
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """Each neuron's most-represented-class share, sorted (the seed's per-layer curve)."""
     shares = np.asarray(shares, np.float64)
     shares = np.sort(shares[~np.isnan(shares)])
@@ -338,7 +354,7 @@ def share_depth_figure(
     ylabel: str = "share of the most represented class",
     figsize: tuple[float, float] = (8.0, 5.0),
     dpi: int = DPI,
-) -> Path:
+) -> SavedFigure:
     """The sorted share curves of every layer on one axis (neurons as a fraction), by depth."""
     if not shares_by_layer:
         raise AnalysisError("no layers to plot")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from soundnet8.engine.errors import StoreError
-from soundnet8.engine.stats import DEFAULT_Q, NeuronStats, neuron_stats, read_stats
+from soundnet8.engine.stats import DEFAULT_Q, NeuronStats, StatsError, neuron_stats, read_stats
 
 from .errors import AnalysisError
 
@@ -30,14 +30,14 @@ class LayerStats:
 
 
 def layer_stats(store, layer: str, pool: str = "mean", q: float = DEFAULT_Q, labels: np.ndarray | None = None) -> LayerStats:
-    """Neuron statistics of ``layer``/``pool`` of an open store: stored ones when their q and
-    clip count match, else computed (``labels`` default to the store's)."""
+    """Neuron statistics of ``layer``/``pool`` of an open store: stored ones when their q matches
+    and they cover the store's rows as they are now, else computed (``labels`` default to the store's)."""
     y = store.labels if labels is None else labels
     if y is None:
         raise AnalysisError(f"{store.path}: neuron-class statistics need labels")
     try:
         stored = read_stats(store.path, layer, pool)
-    except StoreError:
+    except (StoreError, StatsError):  # none stored, or stale (computed from other rows): compute
         stored = None
     if stored is not None and stored.q == float(q) and stored.n_clips == store.n_clips and labels is None:
         return LayerStats(stored, StatsSource.STORED)

@@ -48,8 +48,8 @@ class _Drawer:
     def path(self, name: str) -> Path:
         return self.out / FIGURES_DIR / name
 
-    def figure(self, path: Path, caption: str) -> Figure:
-        return Figure(path.relative_to(self.out).as_posix(), caption)
+    def figure(self, saved: figures.SavedFigure, caption: str) -> Figure:
+        return Figure(saved.path.relative_to(self.out).as_posix(), caption)
 
     def embeddings(self, plots: tuple[EmbeddingPlot, ...]) -> tuple[Figure, ...]:
         out = []

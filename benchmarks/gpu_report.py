@@ -23,6 +23,7 @@ class GpuCheckResults:
     parity: dict[str, Any]
     fp16_plan: dict[str, Any] = field(default_factory=dict)
     fp16_parity: dict[str, Any] = field(default_factory=dict)
+    graph_parity: dict[str, Any] = field(default_factory=dict)  # the engine's graph variants on the device
     rows: tuple[Row, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     e2e: dict[str, Any] = field(default_factory=dict)
@@ -31,7 +32,7 @@ class GpuCheckResults:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "device": self.device, "machine": self.machine, "parity": self.parity,
-                "fp16_plan": self.fp16_plan, "fp16_parity": self.fp16_parity,
+                "fp16_plan": self.fp16_plan, "fp16_parity": self.fp16_parity, "graph_parity": self.graph_parity,
                 "model": [r.to_dict() for r in self.rows], "skipped": [s.to_dict() for s in self.skipped],
                 "e2e": self.e2e, "seconds": self.seconds, "budget_left": self.budget_left}
 
@@ -45,12 +46,13 @@ def _fmt(value: float) -> str:
 
 
 def _model_table(rows: tuple[Row, ...]) -> list[str]:
-    lines = ["| batch | samples | algo search | pad nc1d | transfer | precision | clips/s (median) | min | max | runs |",
-             "|---:|---:|---|---|---|---|---:|---:|---:|---:|"]
+    lines = ["| batch | samples | algo search | pad nc1d | transfer | precision | graph | clips/s (median) | min | max | runs |",
+             "|---:|---:|---|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         p = r.params
         lines.append(f"| {p['batch']} | {p['samples']:,} | {p['cudnn_conv_algo_search']} | "
                      f"{'on' if p['cudnn_conv1d_pad_to_nc1d'] else 'off'} | {p['transfer']} | {p['precision']} | "
+                     f"{p.get('graph', 'plain')} | "
                      f"{_fmt(r.stat.median)} | {_fmt(r.stat.min)} | {_fmt(r.stat.max)} | {r.extra.get('runs', '')} |")
     return lines
 
@@ -70,6 +72,8 @@ def _header(results: GpuCheckResults) -> list[str]:
 
 def _parity_lines(results: GpuCheckResults) -> list[str]:
     p = results.parity
+    if "error" in p:
+        return ["## Parity with the CPU", "", f"FAILED before any comparison: {p['error']}", ""]
     lines = ["## Parity with the CPU", "",
              f"{'OK' if p.get('ok') else 'FAILED'}: max relative error {p.get('max_relative_error', float('nan')):.2e} "
              f"(tolerance {p.get('tolerance')}) over {p.get('clips')} bundled clips, on {p.get('provider_used')}.", ""]
@@ -81,7 +85,11 @@ def _parity_lines(results: GpuCheckResults) -> list[str]:
     for name, value in results.fp16_parity.items():
         detail = value.get("error") or f"max relative error vs float32 {value['max_relative_error']:.2e}"
         lines.append(f"- {name}: {detail}")
-    return lines + [""] if results.fp16_parity else lines
+    for name, value in results.graph_parity.items():
+        detail = value.get("error") or (f"{'OK' if value['ok'] else 'FAILED'}, max relative error vs the CPU "
+                                        f"{value['max_relative_error']:.2e}")
+        lines.append(f"- graph {name}: {detail}")
+    return lines + [""] if results.fp16_parity or results.graph_parity else lines
 
 
 def _e2e_lines(e2e: dict[str, Any]) -> list[str]:

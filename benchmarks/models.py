@@ -1,5 +1,5 @@
 """The ONNX files the benchmarks compare: the engine's Conv1d export, the Conv2d (k, 1) layout, and
-the MatMul rewrites of :mod:`.rewrites` (engine proposals).
+the MatMul rewrites of :mod:`soundnet8.export.variants` (the engine's graph variants).
 
 The engine's model comes from ``ensure_model`` (its cache or ``--model``); the others are built once
 into a cache next to it (the Conv2d export, the layout of the common PyTorch ports, needs torch).
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class ModelVariant(enum.Enum):
     CONV1D = "conv1d"  # the engine's export
     CONV2D = "conv2d"  # Conv2d with (k, 1) kernels, as the PyTorch ports of SoundNet
-    MM_CONV1 = "mm-conv1"  # conv1 + pool as one MatMul (rewrites.pooled_convs_matmul, 1 block)
+    MM_CONV1 = "mm-conv1"  # conv1 + pool as one MatMul (variants.pooled_convs_matmul, 1 block)
     MM_CONV12 = "mm-conv12"  # conv1 and conv2 + pools as MatMuls
     MM_HEADS = "mm-heads"  # both conv8 heads as one MatMul
     MM_ALL = "mm-all"  # conv1, conv2 and the heads rewritten
@@ -31,7 +31,7 @@ class ModelVariant(enum.Enum):
 def _rewrite(variant: ModelVariant, source: Path, target: Path) -> str:
     import onnx
 
-    from . import rewrites
+    from soundnet8.export import variants as rewrites
 
     model = onnx.load(str(source))
     if variant in (ModelVariant.MM_CONV1, ModelVariant.MM_CONV12, ModelVariant.MM_ALL):
@@ -41,7 +41,7 @@ def _rewrite(variant: ModelVariant, source: Path, target: Path) -> str:
     if variant in (ModelVariant.MM_HEADS, ModelVariant.MM_ALL):
         model = rewrites.heads_matmul(model)
     onnx.save(model, str(target))
-    return f"benchmarks.rewrites of {source.name}"
+    return f"export.variants rewrites of {source.name}"
 
 
 @dataclass(frozen=True)

@@ -484,12 +484,24 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
 
 # --- entry point -----------------------------------------------------------------------------------
 
+def graph_check(model: ModelInfo) -> dict[str, Any]:
+    """The graph variant the engine runs here (one worker thread on the CPU, as extract's default), and the
+    timings it was chosen by: what every end-to-end figure of the run was made with."""
+    from soundnet8.engine.session import SessionConfig, choose_graph
+
+    choice = choose_graph(model, SessionConfig(Provider.CPU, intra_op_threads=1))
+    return {"variant": choice.variant.value, "source": choice.source.value,
+            "ms_per_call": {k: round(1000 * v, 2) for k, v in choice.seconds.items()}}
+
+
 def run_suite(settings: BenchSettings, machine: MachineInfo, model: ModelInfo, corpus: Corpus,
               workdir: Path | None = None) -> BenchResults:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="soundnet8-bench-") as tmp:
         state = _Run(settings, model, corpus, Path(workdir or tmp))
+        if Section.E2E in settings.sections:  # the end-to-end figures run the engine's chosen graph
+            state.checks["graph_variant"] = graph_check(model)
         # Baselines before e2e: the store is checked against the seed pipeline's features.
         order = [Section.LIMIT, Section.MODEL, Section.VARIANTS, Section.BASELINES, Section.E2E]
         for section in order:

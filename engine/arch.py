@@ -154,6 +154,15 @@ class ReceptiveField:
     offset: int
     size: int
 
+    @property
+    def centre(self) -> float:
+        """Input sample on which frame 0 is centred (frame i: plus i x stride).
+
+        The middle of the field, padding included: a half-integer for even sizes, and negative when
+        frame 0 is centred in the left padding (conv3, conv4, conv6, conv7).
+        """
+        return self.offset + (self.size - 1) / 2
+
 
 def _receptive_fields() -> dict[str, ReceptiveField]:
     fields: dict[str, ReceptiveField] = {}
@@ -179,6 +188,12 @@ def _receptive_fields() -> dict[str, ReceptiveField]:
 
 RECEPTIVE_FIELDS: dict[str, ReceptiveField] = _receptive_fields()
 """conv7 sees about 4.1 s of audio per frame; the conv8 heads about 14.5 s."""
+
+
+def frame_centre(output: str) -> float:
+    """Input sample on which frame 0 of ``output`` is centred (frame i: plus i x its total stride),
+    counted from the model input's first sample: 2,286.5 for pool5, -1,809.5 for conv6."""
+    return RECEPTIVE_FIELDS[output].centre
 
 WINDOW_ALIGN = max(TOTAL_STRIDE.values())
 """Windows of a long input start at multiples of this (65,536), so every output's frame grid lines up."""

@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,25 @@ _SHOULD_BE = re.compile(r"^\s*([A-Za-z][\w ]*?)\s*:\s*(\d+)\s*\(should be (\d+)\
 
 _PREPARE_ARRAY = "<array>"
 """The 'path' AudioError names when prepare() is given an array rather than a file."""
+
+
+class Problem(enum.Enum):
+    """What is wrong with a file: every :class:`AudioError` reason (an /errors row) begins with one."""
+
+    MISSING = "missing"
+    NOT_A_FILE = "not a file"
+    UNREADABLE = "unreadable"
+    EMPTY = "empty"
+    NOT_AUDIO = "not audio"
+    TRUNCATED = "truncated"
+    NON_FINITE = "non-finite"
+    TOO_SHORT = "too short"
+
+
+def _bad(path: str | Path, problem: Problem, detail: str) -> AudioError:
+    """An AudioError whose reason begins with ``problem`` (not repeated when ``detail`` begins with it)."""
+    word = problem.value
+    return AudioError(path, detail if detail.startswith(word) else f"{word}: {detail}")
 
 
 class SampleRateMode(enum.Enum):
@@ -151,37 +171,54 @@ class AudioInfo(NamedTuple):
 
 def _open(path: str | Path) -> sf.SoundFile:
     """Open ``path`` for reading after the checks that need no decoding; the caller closes it."""
+    _check_regular(path)
     try:
         # A plain open first, so a missing file or a permission problem gets the OS's own words
         # instead of libsndfile's generic "System error".
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
     except FileNotFoundError:
-        raise AudioError(path, "file not found") from None
-    except IsADirectoryError:
-        raise AudioError(path, "is a directory, not an audio file") from None
+        raise _bad(path, Problem.MISSING, "file not found") from None
     except OSError as exc:
-        raise AudioError(path, f"cannot read file: {exc.strerror or exc}") from exc
+        raise _bad(path, Problem.UNREADABLE, f"cannot read file: {exc.strerror or exc}") from exc
     if size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+        raise _bad(path, Problem.EMPTY, "empty file (0 bytes)")
     try:
         f = sf.SoundFile(path)
     except sf.LibsndfileError as exc:
-        raise AudioError(path, f"unsupported or corrupt audio: {exc.error_string}") from exc
+        raise _bad(path, Problem.NOT_AUDIO, f"unsupported or corrupt audio: {exc.error_string}") from exc
     except sf.SoundFileError as exc:
-        raise AudioError(path, f"unsupported or corrupt audio: {exc}") from exc
+        raise _bad(path, Problem.NOT_AUDIO, f"unsupported or corrupt audio: {exc}") from exc
     try:
         if f.channels < 1:
-            raise AudioError(path, f"no audio channels (header says {f.channels})")
+            raise _bad(path, Problem.NOT_AUDIO, f"no audio channels (header says {f.channels})")
         if f.samplerate < 1:
-            raise AudioError(path, f"invalid sample rate {f.samplerate} Hz")
+            raise _bad(path, Problem.NOT_AUDIO, f"invalid sample rate {f.samplerate} Hz")
+        if f.frames == 0 and f.format == "OGG":  # a cut Ogg file loses the last page, which gives the length
+            raise _bad(path, Problem.TRUNCATED, "truncated or empty Ogg stream: no samples can be decoded")
         if f.frames == 0:
-            raise AudioError(path, "empty audio (0 samples)")
+            raise _bad(path, Problem.EMPTY, "empty audio (0 samples)")
         _check_header_sizes(path, f)
     except BaseException:
         f.close()
         raise
     return f
+
+
+def _check_regular(path: str | Path) -> None:
+    """Refuse what is not a regular file before opening it (opening a FIFO would block)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise _bad(path, Problem.MISSING, f"dangling symbolic link to {os.readlink(path)}") from None
+        raise _bad(path, Problem.MISSING, "file not found") from None
+    except OSError as exc:
+        raise _bad(path, Problem.UNREADABLE, f"cannot read file: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise _bad(path, Problem.NOT_A_FILE, "is a directory, not an audio file")
+    if not stat.S_ISREG(mode):
+        raise _bad(path, Problem.NOT_A_FILE, "not a regular file (a FIFO, socket or device)")
 
 
 def _check_header_sizes(path: str | Path, f: sf.SoundFile) -> None:
@@ -221,8 +258,9 @@ def _read_blocks(path: str | Path, f: sf.SoundFile, block_frames: int) -> Iterat
             bad = np.flatnonzero(~finite.all(axis=1))
             count = int(np.count_nonzero(~finite))
             first = done + int(bad[0])
-            raise AudioError(
+            raise _bad(
                 path,
+                Problem.NON_FINITE,
                 f"{count} NaN/Inf samples, the first at frame {first} "
                 f"({first / f.samplerate:.4f} s)",
             )
@@ -239,7 +277,7 @@ def _check_complete(path: str | Path, f: sf.SoundFile, done: int) -> None:
             path, f"truncated audio: decoded {done} frames, the header says {expected}"
         )
     if done == 0:  # an MPEG estimate can promise frames that are not there
-        raise AudioError(path, "empty audio (0 samples)")
+        raise _bad(path, Problem.EMPTY, "empty audio (0 samples)")
 
 
 def decode(path: str | Path) -> tuple[np.ndarray, int]:
@@ -317,13 +355,13 @@ def _prepare(
             path, f"expected non-empty samples of shape (n,) or (n, channels), got {samples.shape}"
         )
     if int(native_rate) != native_rate or native_rate < 1:
-        raise AudioError(path, f"invalid sample rate {native_rate!r}")
+        raise _bad(path, Problem.NOT_AUDIO, f"invalid sample rate {native_rate!r}")
     native_rate = int(native_rate)
     x = _mono(samples, options.mix)
     finite = np.isfinite(x)
     if not finite.all():  # decode() already refuses these; arrays given to prepare() may not be clean
         count, first = int(np.count_nonzero(~finite)), int(np.argmin(finite))
-        raise AudioError(path, f"{count} NaN/Inf samples, the first at sample {first}")
+        raise _bad(path, Problem.NON_FINITE, f"{count} NaN/Inf samples, the first at sample {first}")
     if _resamples(native_rate, options):
         x = soxr.resample(x, native_rate, SAMPLE_RATE, RESAMPLE_QUALITY)
         if len(x) == 0:

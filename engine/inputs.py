@@ -21,11 +21,17 @@ float where it is all numbers, else as str; that decision is :attr:`InputSet.met
 the store's writer is given so it stores each column with exactly that type. Files a manifest lists that do not exist are an error
 naming the first few, unless ``allow_missing=True``: then they are skipped with a logged warning and
 listed in :attr:`InputSet.missing`.
+
+Shards (for job arrays): :meth:`InputSet.shard` keeps the items of one :class:`Shard` ``K/N``,
+chosen by a hash of each absolute path (:func:`shard_index`), so the N shards are disjoint, cover
+the whole set, and a path stays in its shard however the inputs are listed, ordered or extended.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -64,6 +70,74 @@ DEMO_DIR = Path(__file__).parent / "demo"
 _INT = re.compile(r"^[+-]?\d+$")
 
 MetaValue = str | int | float
+
+SHARD_ENV = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP")
+"""The environment ``--shard auto`` reads (a SLURM job array; see :meth:`Shard.from_environment`)."""
+
+
+def shard_index(path: str, n: int) -> int:
+    """The 0-based shard (of ``n``) that ``path`` belongs to: blake2b of its UTF-8 text, mod ``n``.
+
+    A pure function of the path string: it does not depend on the other inputs, their order or
+    number, the machine or the Python process (``hash()`` is salted per process; blake2b is not).
+    """
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``k`` of ``n`` (1-based, 1 <= k <= n, as SLURM's 1-based array task ids): the inputs
+    whose :func:`shard_index` is ``k - 1``. Written ``K/N`` (the ``--shard`` value, the store's
+    ``shard`` attribute)."""
+
+    k: int
+    n: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and isinstance(self.k, int)) or self.n < 1 or not 1 <= self.k <= self.n:
+            raise SoundNetError(
+                f"shard {self.k}/{self.n}: need 1 <= K <= N (K is 1-based; for a 0-based array task id "
+                "use K = id + 1, or --shard auto under SLURM)"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n}"
+
+    def holds(self, path: str) -> bool:
+        return shard_index(path, self.n) == self.k - 1
+
+    @classmethod
+    def parse(cls, text: str, environ: Mapping[str, str] | None = None) -> Shard:
+        """``K/N``, or ``auto``: the SLURM job array task this process runs in."""
+        if text.strip().lower() == "auto":
+            return cls.from_environment(os.environ if environ is None else environ)
+        k, sep, n = text.partition("/")
+        if not sep or not _INT.match(k.strip()) or not _INT.match(n.strip()):
+            raise SoundNetError(f"shard {text!r}: expected K/N (e.g. 2/8) or auto")
+        return cls(int(k), int(n))
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Shard:
+        """The shard of this SLURM array task: K = task id - min + 1 of N = max - min + 1.
+
+        Using the array's bounds makes ``--array=0-7`` and ``--array=1-8`` both give 1/8 .. 8/8.
+        Arrays with a step (``--array=0-15:2``) or a task limit changing the ids are refused.
+        """
+        missing = [name for name in SHARD_ENV[:3] if name not in environ]
+        if missing:
+            raise SoundNetError(
+                f"--shard auto: {', '.join(missing)} not set (not a SLURM job array task); "
+                "give --shard K/N, e.g. --shard $((PBS_ARRAY_INDEX))/N under PBS"
+            )
+        try:
+            task, low, high = (int(environ[name]) for name in SHARD_ENV[:3])
+            step = int(environ.get(SHARD_ENV[3], "1"))
+        except ValueError as exc:
+            raise SoundNetError(f"--shard auto: SLURM array variables are not integers: {exc}") from None
+        if step != 1:
+            raise SoundNetError(f"--shard auto: SLURM array step is {step}; use consecutive ids or --shard K/N")
+        return cls(task - low + 1, high - low + 1)
 
 
 @dataclass(frozen=True)
@@ -145,6 +219,11 @@ class InputSet:
         if not self.has_folds:
             raise SoundNetError(f"{self.source or 'input set'}: has no folds")
         return np.array([item.fold for item in self.items], dtype=np.int64)
+
+    def shard(self, shard: Shard) -> InputSet:
+        """The items of one shard, in their order; labels' class names and the meta columns' types
+        stay those of the whole set, so every shard's store has the same schema."""
+        return dataclasses.replace(self, items=tuple(item for item in self.items if shard.holds(item.path)))
 
     def column(self, name: str) -> list[MetaValue]:
         """One metadata column, in item order."""

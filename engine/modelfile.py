@@ -7,6 +7,7 @@ soundnet8.export`` in a subprocess: the engine itself never imports torch.
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import hashlib
 import json
@@ -19,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import ModelError
+from .lifecycle import subprocess_dies_with_parent
 from .version import package_version
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,19 @@ META_KEY_OBJECTS = "soundnet8.object_names"  # 1000 ImageNet categories, JSON li
 MODEL_ENV_VAR = "SOUNDNET8_MODEL"
 CACHE_ROOT_ENV_VAR = "SOUNDNET8_CACHE"  # everything soundnet8 caches (weights, exported models)
 CACHE_ENV_VAR = "SOUNDNET8_MODEL_CACHE"  # the exported models only
+GRAPH_ENV_VAR = "SOUNDNET8_GRAPH"  # force a graph variant (auto, plain, matmul, ...)
+
+
+class GraphVariant(enum.Enum):
+    """A graph computing the canonical model's outputs with differently shaped kernels (export/variants.py)."""
+
+    AUTO = "auto"  # the fastest on this machine, timed once and cached (see session.choose_graph)
+    PLAIN = "plain"  # the export itself
+    MATMUL = "matmul"  # conv1 (+ pool) and the heads as MatMuls
+    MATMUL_CONV12 = "matmul-conv12"  # conv1, conv2 (+ pools) and the heads as MatMuls
+
+
+VARIANTS: tuple[GraphVariant, ...] = tuple(v for v in GraphVariant if v is not GraphVariant.AUTO)
 
 
 def cache_root() -> Path:
@@ -117,9 +132,64 @@ def ensure_model(path: str | os.PathLike | None = None, *, weights: str | os.Pat
             cmd = [sys.executable, "-m", "soundnet8.export", "-o", str(target)]
             if weights:
                 cmd += ["--weights", str(weights)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            # preexec: a killed job must not leave a torch export running on its own
+            proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=subprocess_dies_with_parent())
             if proc.returncode != 0:
                 detail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
                 raise ModelError(f"exporting the ONNX model failed: {detail[0]} "
                                  "(export needs torch: pip install 'soundnet8[export]', or pass --model FILE)")
     return model_info(target)
+
+
+# --- graph variants ---------------------------------------------------------------------------------
+
+def variants_dir(model: ModelInfo) -> Path:
+    """Where the variants of ``model`` and the timing plans live: in the model cache, keyed by the
+    canonical model's sha256 (so any file holding the same model shares them)."""
+    return cache_dir() / "variants" / model.sha256[:16]
+
+
+def variant_path(model: ModelInfo, variant: GraphVariant) -> Path:
+    """The ONNX file of ``variant`` of ``model``, derived the first time it is asked for."""
+    if variant is GraphVariant.AUTO:
+        raise ValueError("resolve AUTO first (session.choose_graph)")
+    if variant is GraphVariant.PLAIN:
+        return model.path
+    target = variants_dir(model) / f"{variant.value}.onnx"
+    if not target.is_file():
+        derive_variants(model, (variant,))
+    return target
+
+
+def derive_variants(model: ModelInfo, variants: tuple[GraphVariant, ...] = VARIANTS) -> None:
+    """Write the missing files of ``variants`` in one ``python -m soundnet8.export.variants`` run
+    (pure ONNX, no torch), once even when several jobs start together."""
+    folder = variants_dir(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "variants.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [v for v in variants if v not in (GraphVariant.AUTO, GraphVariant.PLAIN)
+                   and not (folder / f"{v.value}.onnx").is_file()]
+        if not missing:
+            return
+        log.info("deriving the %s graph(s) of %s (once)", ", ".join(v.value for v in missing), model.path.name)
+        cmd = [sys.executable, "-m", "soundnet8.export.variants", str(model.path), "-o", str(folder)]
+        for v in missing:
+            cmd += ["--variant", v.value]
+        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=subprocess_dies_with_parent())
+        if proc.returncode != 0:
+            detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelError(f"deriving the {', '.join(v.value for v in missing)} graph(s) of {model.path} "
+                             f"failed: {detail}")
+
+
+def forced_variant(option: GraphVariant = GraphVariant.AUTO) -> GraphVariant:
+    """The variant asked for: ``option`` unless AUTO, else ``$SOUNDNET8_GRAPH``, else AUTO."""
+    if option is not GraphVariant.AUTO or not os.environ.get(GRAPH_ENV_VAR):
+        return option
+    value = os.environ[GRAPH_ENV_VAR]
+    try:
+        return GraphVariant(value)
+    except ValueError:
+        names = ", ".join(v.value for v in GraphVariant)
+        raise ModelError(f"${GRAPH_ENV_VAR}={value!r} is not a graph variant ({names})") from None

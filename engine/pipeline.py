@@ -27,16 +27,19 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from .audio import Clip, Preprocessing, info, iter_blocks, load, model_length
-from .errors import AudioError
+from .errors import AudioError, SoundNetError
 from .inputs import InputItem, InputSet
-from .modelfile import ModelInfo
+from .lifecycle import die_with_parent
+from .modelfile import GraphVariant, ModelInfo
 from .progress import Progress, ProgressMode, ProgressOptions
 from .runner import LONG_INPUT, ClipFeatures, Request, Runner
-from .session import Provider, SessionConfig, create_session, resolve_provider
-from .store import ClipError, ClipResult, StoreSettings, StoreSummary, StoreWriter
+from .session import Provider, SessionConfig, choose_graph, create_session, resolve_provider
+from .store import ClipError, ClipResult, FeatureStore, StoreSettings, StoreSummary, StoreWriter
+from .store.schema import ATTR_JOIN
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class ExtractOptions:
     layout: Layout = Layout.AUTO
     # A bool is still accepted (True: AUTO, False: NONE), as before --progress existed.
     progress: ProgressOptions | bool = ProgressOptions()
+    graph: GraphVariant = GraphVariant.AUTO  # AUTO: the fastest variant on this machine (timed once, cached)
 
     def progress_options(self) -> ProgressOptions:
         if isinstance(self.progress, ProgressOptions):
@@ -177,9 +181,10 @@ class Worker:
 _process_worker: Worker | None = None
 
 
-def _start_process(model_path: str | None, config: SessionConfig | None, request: Request,
+def _start_process(parent_pid: int, model_path: str | None, config: SessionConfig | None, request: Request,
                    preprocessing: Preprocessing, batch_size: int) -> None:
     global _process_worker
+    die_with_parent(parent_pid)  # a SIGKILLed main process must not leave workers behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and saves work
     _process_worker = Worker.build(model_path, config, request, preprocessing, batch_size)
 
@@ -235,6 +240,41 @@ def _mp_context():
     return multiprocessing.get_context("spawn")
 
 
+def store_settings(options: ExtractOptions, model: ModelInfo, compression=None) -> StoreSettings:
+    """The store settings an extraction with ``options`` writes (and a resumed store must match)."""
+    settings_kwargs = dict(
+        layers=options.request.layers, pools=tuple(p.value for p in options.request.pools),
+        frames=options.request.frames, preprocessing=options.preprocessing.to_dict(),
+        weights_sha256=model.weights_sha256, onnx_sha256=model.sha256,
+    )
+    if compression is not None:
+        settings_kwargs["compression"] = compression
+    return StoreSettings(**settings_kwargs)
+
+
+def with_item(result: ClipResult | ClipError, item: InputItem) -> ClipResult | ClipError:
+    """``result`` with its input's manifest row (meta, label, fold) attached; errors as they are."""
+    if isinstance(result, ClipResult):
+        return dataclasses.replace(result, meta=dict(item.meta), label=item.label, fold=item.fold)
+    return result
+
+
+def resumed_graph(store_path: str | os.PathLike, option: GraphVariant, *, overwrite: bool = False) -> GraphVariant:
+    """``AUTO`` on a store being resumed means the variant its first run used: variants agree only to
+    ~1e-6, so this keeps a resumed store bit-identical to an uninterrupted run. A forced variant (option
+    or ``$SOUNDNET8_GRAPH``), a new store or ``--overwrite`` leave the choice to :func:`choose_graph`."""
+    if option is not GraphVariant.AUTO or overwrite or os.environ.get("SOUNDNET8_GRAPH") or not os.path.exists(store_path):
+        return option
+    try:
+        with FeatureStore(store_path) as fs:
+            recorded = str(fs.attrs.get("graph_variant", ""))
+    except SoundNetError:
+        return option  # the writer says what is wrong with the store
+    first = recorded.split(ATTR_JOIN)[0]
+    known = {v.value for v in GraphVariant if v is not GraphVariant.AUTO}
+    return GraphVariant(first) if first in known else option
+
+
 def extract(inputs: InputSet, store_path: str | os.PathLike, model: ModelInfo, options: ExtractOptions = ExtractOptions(),
             *, overwrite: bool = False, retry_errors: bool = False, settings_extra: dict | None = None,
             compression=None, segment_rows: int | None = None) -> ExtractSummary:
@@ -245,16 +285,13 @@ def extract(inputs: InputSet, store_path: str | os.PathLike, model: ModelInfo, o
     layout = options.layout
     if layout is Layout.AUTO:
         layout = Layout.SPLIT if provider is Provider.CUDA else Layout.FUSED
-    settings_kwargs = dict(
-        layers=options.request.layers, pools=tuple(p.value for p in options.request.pools),
-        frames=options.request.frames, preprocessing=options.preprocessing.to_dict(),
-        weights_sha256=model.weights_sha256, onnx_sha256=model.sha256,
-    )
-    if compression is not None:
-        settings_kwargs["compression"] = compression
-    settings = StoreSettings(**settings_kwargs)
+    settings = store_settings(options, model, compression)
+    # onnx_sha256 above names the canonical model, so a store resumes on a machine that picks another
+    # variant; the variant run is provenance, accumulated over runs.
+    option = resumed_graph(store_path, options.graph, overwrite=overwrite)
+    graph = choose_graph(model, SessionConfig(provider, intra_op_threads=options.intra_op_threads), option)
     run_attrs = {"provider": provider.value, "onnxruntime_version": onnxruntime.__version__,
-                 "layout": layout.value, **(settings_extra or {})}
+                 "layout": layout.value, "graph_variant": graph.variant.value, **(settings_extra or {})}
     started = time.perf_counter()
     processed = failed = 0
     audio_seconds = 0.0
@@ -270,11 +307,9 @@ def extract(inputs: InputSet, store_path: str | os.PathLike, model: ModelInfo, o
         # closing: the worker pool (or the in-process SIGINT handler) is released as soon as the loop
         # ends, also when writing fails, rather than whenever the generator is collected.
         with Progress(len(todo), options.progress_options()) as progress:
-            with contextlib.closing(_results(todo, model, options, layout, provider, workers)) as results:
+            with contextlib.closing(_results(todo, str(graph.path), options, layout, provider, workers)) as results:
                 for index, result in results:
-                    if isinstance(result, ClipResult):
-                        item = inputs.items[index]
-                        result = dataclasses.replace(result, meta=dict(item.meta), label=item.label, fold=item.fold)
+                    result = with_item(result, inputs.items[index])
                     writer.add(result)
                     processed += 1
                     seconds = 0.0
@@ -289,24 +324,24 @@ def extract(inputs: InputSet, store_path: str | os.PathLike, model: ModelInfo, o
     return ExtractSummary(summary, processed, failed, skipped, time.perf_counter() - started, audio_seconds)
 
 
-def _results(todo: Sequence[tuple[int, InputItem]], model: ModelInfo, options: ExtractOptions, layout: Layout,
+def _results(todo: Sequence[tuple[int, InputItem]], model_path: str, options: ExtractOptions, layout: Layout,
              provider: Provider, workers: int) -> Iterator[tuple[int, ClipResult | ClipError]]:
     if not todo:
         return
     config = SessionConfig(provider, intra_op_threads=options.intra_op_threads)
     tasks = _tasks(todo, options.batch_size)
     if layout is Layout.FUSED and workers == 1:  # in-process: no pickling, and the simplest thing to debug
-        yield from _in_process(Worker.build(str(model.path), config, options.request, options.preprocessing,
+        yield from _in_process(Worker.build(model_path, config, options.request, options.preprocessing,
                                             options.batch_size), tasks)
         return
     if layout is Layout.FUSED:
-        init = (str(model.path), config, options.request, options.preprocessing, options.batch_size)
+        init = (model_path, config, options.request, options.preprocessing, options.batch_size)
         with _pool(workers, init) as pool:
             for _, outcomes in _ordered(pool, _process_in_process, tasks, 2 * workers):
                 yield from outcomes
         return
     # SPLIT: decode in workers, model here.
-    here = Worker.build(str(model.path), config, options.request, options.preprocessing, options.batch_size)
+    here = Worker.build(model_path, config, options.request, options.preprocessing, options.batch_size)
     with _pool(workers, (None, None, options.request, options.preprocessing, options.batch_size)) as pool:
         for task, decoded in _ordered(pool, _decode_in_process, tasks, 2 * workers):
             yield from here.run_clips(task, decoded)
@@ -327,9 +362,16 @@ def _in_process(worker: Worker, tasks: Iterator[Task]) -> Iterator[Outcome]:
 def _pool(workers: int, init: tuple) -> Iterator[ProcessPoolExecutor]:
     """Worker processes built by :func:`_start_process`; on any exception, pending tasks are dropped
     instead of waited for."""
-    with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_start_process, initargs=init) as pool:
+    initargs = (os.getpid(), *init)
+    with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_start_process, initargs=initargs) as pool:
         try:
             yield pool
+        except BrokenProcessPool as exc:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise SoundNetError(
+                "a worker process died (killed from outside, e.g. by the out-of-memory killer); the clips "
+                "stored so far are kept: re-run the same command to resume (fewer --workers use less memory)"
+            ) from exc
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -8,11 +8,24 @@ so the caller passes the layout it wants and nothing is left to ONNX Runtime's d
 from __future__ import annotations
 
 import enum
+import fcntl
+import json
+import logging
 import os
+import platform
+import statistics
+import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import ModelError
+from .modelfile import (
+    INPUT_NAME, VARIANTS, GraphVariant, ModelInfo, derive_variants, forced_variant, variant_path, variants_dir,
+)
+
+log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -130,3 +143,146 @@ def create_session(model_path: str | os.PathLike, config: SessionConfig = Sessio
 def session_provider(session) -> Provider:
     """The provider a session actually runs on (CUDA may have fallen back to the CPU)."""
     return Provider.CUDA if session.get_providers()[0] == CUDA_PROVIDER else Provider.CPU
+
+
+# --- the fastest graph for this machine (timed once, cached like an FFTW plan) ------------------------
+
+PLANS_FILE = "plans.json"
+TUNE_SAMPLES = 551_250
+"""Input length the variants are timed on: a 5 s clip with the default tiling (25 s at 22,050 Hz)."""
+TUNE_ROUNDS = 5
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+"""CPU features that change which kernels ONNX Runtime runs (x86 and Arm names)."""
+
+
+class ChoiceSource(str, enum.Enum):
+    FORCED = "forced"  # by the option or $SOUNDNET8_GRAPH
+    CACHED = "cached"  # a plan timed earlier on this machine and configuration
+    TIMED = "timed"  # timed just now (first use)
+    FALLBACK = "fallback"  # the plain graph: the cache could not be written (the reason is logged)
+
+
+@dataclass(frozen=True)
+class GraphChoice:
+    variant: GraphVariant
+    path: Path
+    source: ChoiceSource
+    seconds: Mapping[str, float] = field(default_factory=dict)  # median s per call of each variant timed
+
+
+def cpu_identity() -> tuple[str, tuple[str, ...]]:
+    """(CPU model name, the ISA_FLAGS it has), from /proc/cpuinfo where there is one."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:  # not Linux: the platform's words only
+        pass
+    model = fields.get("model name") or fields.get("CPU part") or platform.processor() or "unknown"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return model, tuple(f for f in ISA_FLAGS if f in flags)
+
+
+def plan_key(config: SessionConfig) -> dict:
+    """What a timing depends on: the CPU, its instruction sets, ONNX Runtime, threads, provider."""
+    import onnxruntime
+
+    model, isa = cpu_identity()
+    return {"cpu": model, "isa": list(isa), "cores": os.cpu_count() or 1, "onnxruntime": onnxruntime.__version__,
+            "threads": config.intra_op_threads, "provider": resolve_provider(config.provider).value,
+            "samples": TUNE_SAMPLES}
+
+
+def read_plans(model: ModelInfo) -> dict:
+    path = variants_dir(model) / PLANS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s); the graph variants are timed again", path, exc)
+        return {}
+
+
+def _write_plans(model: ModelInfo, plans: dict) -> None:
+    path = variants_dir(model) / PLANS_FILE
+    tmp = path.with_name(path.name + f".{os.getpid()}.partial")
+    tmp.write_text(json.dumps(plans, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def time_variants(paths: Mapping[GraphVariant, Path], config: SessionConfig, rounds: int = TUNE_ROUNDS,
+                  samples: int = TUNE_SAMPLES) -> dict[GraphVariant, float]:
+    """Median seconds per call of each graph, timed in interleaved rounds (so load from other
+    processes hits every variant alike) after one untimed call each."""
+    import numpy as np
+
+    x = np.random.default_rng(0).uniform(-256, 256, (1, samples)).astype(np.float32)
+    sessions = {v: create_session(p, config) for v, p in paths.items()}
+    outputs = {v: [o.name for o in s.get_outputs()] for v, s in sessions.items()}
+    times: dict[GraphVariant, list[float]] = {v: [] for v in sessions}
+    order = list(sessions)
+    for r in range(rounds + 1):
+        for v in order[r % len(order):] + order[:r % len(order)]:
+            start = time.perf_counter()
+            sessions[v].run(outputs[v], {INPUT_NAME: x})
+            if r:  # round 0 warms up: allocations, kernel choice
+                times[v].append(time.perf_counter() - start)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def _candidates(model: ModelInfo) -> dict[GraphVariant, Path]:
+    paths = {}
+    try:
+        derive_variants(model)
+    except ModelError as exc:  # one at a time below, so one failing variant leaves the others
+        log.warning("%s", exc)
+    for variant in VARIANTS:
+        try:
+            paths[variant] = variant_path(model, variant)
+        except ModelError as exc:  # e.g. a Conv2d-layout export the rewrites do not apply to
+            log.warning("graph variant %s left out: %s", variant.value, exc)
+    return paths
+
+
+def choose_graph(model: ModelInfo, config: SessionConfig = SessionConfig(),
+                 option: GraphVariant = GraphVariant.AUTO) -> GraphChoice:
+    """The graph to run: ``option`` (or ``$SOUNDNET8_GRAPH``) if forced, else the fastest variant for
+    this machine and session configuration, timed once and cached in ``variants_dir(model)``."""
+    forced = forced_variant(option)
+    if forced is not GraphVariant.AUTO:
+        return GraphChoice(forced, variant_path(model, forced), ChoiceSource.FORCED)
+    key = plan_key(config)
+    name = json.dumps(key, sort_keys=True)
+    plan = read_plans(model).get(name)
+    if plan and plan.get("variant") in {v.value for v in VARIANTS}:
+        variant = GraphVariant(plan["variant"])
+        return GraphChoice(variant, variant_path(model, variant), ChoiceSource.CACHED, plan.get("seconds", {}))
+    try:
+        variants_dir(model).mkdir(parents=True, exist_ok=True)
+        return _time_and_cache(model, config, key)
+    except OSError as exc:  # e.g. a read-only cache: run the export as it is rather than fail the job
+        log.warning("graph variants not timed (%s): running the plain graph", exc)
+        return GraphChoice(GraphVariant.PLAIN, model.path, ChoiceSource.FALLBACK)
+
+
+def _time_and_cache(model: ModelInfo, config: SessionConfig, key: dict) -> GraphChoice:
+    name = json.dumps(key, sort_keys=True)
+    with open(variants_dir(model) / "plans.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process times at a time: concurrent timings disturb each other
+        plans = read_plans(model)
+        if name not in plans:
+            paths = _candidates(model)
+            seconds = time_variants(paths, config)
+            best = min(seconds, key=seconds.get)
+            plans[name] = {"key": key, "variant": best.value, "seconds": {v.value: s for v, s in seconds.items()},
+                           "timed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            _write_plans(model, plans)
+            log.info("graph variants timed on this machine: %s -> %s", ", ".join(
+                f"{v.value} {1000 * s:.1f} ms" for v, s in seconds.items()), best.value)
+            return GraphChoice(best, paths[best], ChoiceSource.TIMED, plans[name]["seconds"])
+    variant = GraphVariant(plans[name]["variant"])
+    return GraphChoice(variant, variant_path(model, variant), ChoiceSource.CACHED, plans[name]["seconds"])

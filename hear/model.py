@@ -63,13 +63,7 @@ BATCH_SAMPLES = 1 << 22
 """Model-input samples per ONNX Runtime call (bounds memory on long audio)."""
 
 
-def frame_centre(layer: str) -> float:
-    """Input sample on which frame 0 of ``layer`` is centred (frame i: plus i x its total stride)."""
-    rf = arch.RECEPTIVE_FIELDS[layer]
-    return rf.offset + (rf.size - 1) / 2
-
-
-FIRST_CENTRE = frame_centre(TIMESTAMP_LAYERS[0]) % HOP_SAMPLES
+FIRST_CENTRE = arch.frame_centre(TIMESTAMP_LAYERS[0]) % HOP_SAMPLES
 """Grid point 0 (238.5 samples, 10.8 ms): the earliest pool5 centre reachable by shifts of one hop."""
 
 
@@ -112,11 +106,11 @@ def phases() -> tuple[Phase, ...]:
     delays: set[int] = set()
     for layer in sorted(TIMESTAMP_LAYERS, key=lambda name: -arch.TOTAL_STRIDE[name]):
         stride = arch.TOTAL_STRIDE[layer]
-        half_field = frame_centre(layer) - arch.RECEPTIVE_FIELDS[layer].offset
+        half_field = arch.frame_centre(layer) - arch.RECEPTIVE_FIELDS[layer].offset
         for p in range(stride // HOP_SAMPLES):
             # frame i of x delayed by a is centred on x-sample centre - a + i*stride: solve a for grid point p
             centre = FIRST_CENTRE + p * HOP_SAMPLES
-            offset = frame_centre(layer) - centre
+            offset = arch.frame_centre(layer) - centre
             if offset != int(offset) or int(offset) % HOP_SAMPLES:
                 raise SoundNetError(f"{layer}'s frame centres are not on the {HOP_SAMPLES}-sample grid")
             lowest = math.ceil(half_field - centre)  # the first frame's field starts at sample >= 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,27 @@ ESC50_META = SHARED / "esc50" / "meta" / "esc50.csv"
 SEED_FEATURES = SHARED / "reference" / "seed_features"
 
 
+CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+"""CI=1: a test whose ../shared data is absent fails instead of skipping (CI must not pass by skipping)."""
+
+
 def requires_shared(path: Path):
-    return pytest.mark.skipif(not path.exists(), reason=f"needs ../shared data: {path} is absent")
+    """Skip (fail under CI=1) when ``path`` of ../shared is absent."""
+    reason = f"needs ../shared data: {path} is absent"
+    if path.exists():
+        return pytest.mark.skipif(False, reason=reason)
+    return pytest.mark.shared_missing(reason=reason) if CI else pytest.mark.skipif(True, reason=reason)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "shared_missing(reason): ../shared data absent under CI=1: the test fails")
+
+
+def pytest_runtest_setup(item) -> None:
+    marker = item.get_closest_marker("shared_missing")
+    if marker is not None:
+        pytest.fail(f"{marker.kwargs['reason']} (CI is set: a test needing ../shared fails instead of skipping)",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""``soundnet8 report``: a complete, self-contained page whose every image exists."""
+"""``soundnet8 report``: a complete, self-contained page whose every image exists, and whose numbers
+are those the analysis API computes from the store (recomputed here, not copied from the report)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from soundnet8.analysis.esc50 import ESC50_CLASSES, ESC50_MAJOR_CATEGORIES
 from soundnet8.analysis.figures import png_size
 from soundnet8.analysis.report import ReportOptions, build_report
+from soundnet8.analysis.svm import SELECTION_LABELS, Selection, cross_validate_svm
 from soundnet8.engine.cli import main
-from soundnet8.engine.store import write_arrays
+from soundnet8.engine.store import FeatureStore, write_arrays
 
 from .conftest import SEED_FEATURES, requires_shared
 from .synthetic_store import synthetic_clips, write_synthetic_store
@@ -100,6 +102,25 @@ def test_report_is_complete_and_self_contained(esc50_like_store, tmp_path):
     assert 0 <= summary["headline"]["nested_mean"] <= 100
     assert summary["protocol_selection"]["nested_mean"] == pytest.approx(np.mean(summary["protocol_selection"]["fold_accuracy"]))
     assert (index.parent / "table.csv").read_text().count("\n") == len(summary["table"]) + 1
+    _check_numbers_against_the_store(esc50_like_store, text, summary, grid=(0.01, 1.0))
+
+
+def _check_numbers_against_the_store(store_path: Path, html: str, summary: dict, grid) -> None:
+    """The page's headline row, its per-fold C and the class count equal a recomputation from the
+    store's own features, labels and folds with the analysis API (the report's default primary
+    features, pool5 mean), formatted as the page formats percentages (2 decimals)."""
+    with FeatureStore(store_path) as fs:
+        X, y, folds, n_clips = fs.features("pool5", "mean"), fs.labels, fs.folds, fs.n_clips
+    nested = cross_validate_svm(X, y, folds, grid)
+    cells = [f"{100 * nested.mean_accuracy:.2f}"] + [f"{100 * a:.2f}" for a in nested.fold_accuracy]
+    row = f"<tr><td>{SELECTION_LABELS[Selection.NESTED]}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    assert row in html, row
+    c_row = "<tr><td>C chosen per fold (nested)</td><td></td>" + "".join(f"<td>{c:g}</td>" for c in nested.fold_C)
+    assert c_row in html, c_row
+    assert summary["headline"]["nested_mean"] == pytest.approx(100 * nested.mean_accuracy)
+    assert summary["headline"]["nested_folds"] == pytest.approx([100 * a for a in nested.fold_accuracy])
+    assert summary["headline"]["nested_C"] == list(nested.fold_C)
+    assert 0 < nested.mean_accuracy < 1 and nested.n_clips == n_clips
 
 
 def test_report_command_on_a_generic_dataset(tmp_path):

@@ -236,7 +236,7 @@ def test_matmul_rewrites_match_the_exported_model(onnx_path, groups):
     import onnx
     import onnxruntime as ort
 
-    from soundnet8.benchmarks import rewrites
+    from soundnet8.export import variants as rewrites
     from soundnet8.engine import arch
     from soundnet8.engine.modelfile import INPUT_NAME
 
@@ -252,3 +252,17 @@ def test_matmul_rewrites_match_the_exported_model(onnx_path, groups):
             assert a.shape == e.shape, (n, name)
             if e.size:
                 assert np.abs(a - e).max() <= 1e-5 * np.abs(e).max(), (n, name)
+
+
+def test_bench_records_the_graph_variant_the_engine_runs(onnx_path, tmp_path, monkeypatch):
+    from soundnet8.benchmarks.suite import graph_check
+    from soundnet8.engine.modelfile import CACHE_ENV_VAR, GRAPH_ENV_VAR, VARIANTS, model_info
+
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.delenv(GRAPH_ENV_VAR, raising=False)
+    model = model_info(onnx_path)
+    first = graph_check(model)
+    assert first["source"] == "timed" and set(first["ms_per_call"]) == {v.value for v in VARIANTS}
+    assert first["variant"] == min(first["ms_per_call"], key=first["ms_per_call"].get)
+    again = graph_check(model)
+    assert again == {**first, "source": "cached"}

@@ -157,15 +157,32 @@ def test_windowed_long_input_equals_whole_input(onnx_path):
         assert relative_error(windowed.pooled[(name, "std")], frames.std(axis=0)) < WINDOW_TOLERANCE, name
 
 
-def test_long_file_goes_through_windows_in_the_pipeline(model, onnx_path, tmp_path):
+def test_long_file_goes_through_windows_in_the_pipeline(model, onnx_path, tmp_path, monkeypatch):
+    """A file longer than one window reaches the model only in windows of at most LONG_INPUT samples
+    (the bound on memory), never whole, and its features equal the whole input's."""
     rate = 16_000
     seconds = LONG_INPUT / arch.SAMPLE_RATE + 20
     audio = _tone(seconds, rate, 220, 4)
     sf.write(tmp_path / "long.flac", audio, rate)
     request = Request(layers=("pool5", "conv7"), pools=(Pool.MEAN,))
-    extract(discover([tmp_path / "long.flac"]), tmp_path / "s.h5", model, _options(request=request, workers=1))
+    model_inputs: list[tuple[int, ...]] = []
+    real_run = Runner.run
+
+    def recording_run(self, batch):  # the real model runs; only the shapes it is given are noted
+        model_inputs.append(np.shape(batch))
+        return real_run(self, batch)
+
+    monkeypatch.setattr(Runner, "run", recording_run)
+    # workers=1 with the FUSED layout runs in this process, so every model call is recorded
+    extract(discover([tmp_path / "long.flac"]), tmp_path / "s.h5", model,
+            _options(request=request, workers=1, layout=Layout.FUSED))
+    monkeypatch.undo()
     from soundnet8.engine.audio import load
 
+    n_samples = len(load(tmp_path / "long.flac").waveform)
+    assert n_samples > LONG_INPUT
+    assert len(model_inputs) >= 2 and all(shape[0] == 1 and shape[1] <= LONG_INPUT for shape in model_inputs)
+    assert sum(shape[1] for shape in model_inputs) > n_samples  # overlapping windows cover the file
     whole = _runner(onnx_path, request).run(load(tmp_path / "long.flac").waveform[None])
     with FeatureStore(tmp_path / "s.h5") as fs:
         for name in request.layers:

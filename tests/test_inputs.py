@@ -22,10 +22,12 @@ from soundnet8.engine.inputs import (
     read_manifest,
 )
 
+from .conftest import requires_shared
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ESC50_CSV = SHARED / "esc50" / "meta" / "esc50.csv"
 ESC50_AUDIO = SHARED / "esc50" / "audio_16k"
-needs_esc50 = pytest.mark.skipif(not ESC50_CSV.exists(), reason=f"{ESC50_CSV} not available")
+needs_esc50 = requires_shared(ESC50_CSV)
 
 ONE_MEGABYTE = 1_000_000
 

@@ -175,7 +175,7 @@ def test_batch_log_is_a_few_lines_not_a_redraw_per_clip(model, many_clips, tmp_p
     assert len(lines) <= seconds / LOG_INTERVAL_S + 1  # bounded by time, not by the 30 clips
     finals = [x for x in proc.stderr.splitlines() if FINAL.search(x)]
     assert len(finals) == 1 and "done: 30/30 clips" in finals[0] and "0 failed" in finals[0]
-    assert len(proc.stderr) < 1000
+    assert len(proc.stderr.splitlines()) <= 8  # a few lines in all (the first use also logs the graph timing)
 
 
 @pytest.mark.parametrize("extra", [("--progress", "none"), ("--no-progress",)])

@@ -480,3 +480,51 @@ def test_cli_all_layers_no_write_and_errors(store, capsys):
     assert main(["stats", str(path), "--layer", "nope"]) == 1
     assert "no layer 'nope'" in capsys.readouterr().err
     assert main(["stats", str(path), "--percentile", "101"]) == 1
+
+
+# --- what stored statistics cover --------------------------------------------------------------------
+
+def test_stored_stats_record_the_rows_they_cover(store):
+    from soundnet8.engine.stats import Coverage
+
+    path, _, _ = store
+    store_stats(path, ["deep"])
+    with h5py.File(path) as f:
+        recorded = Coverage.from_attrs(f["stats/deep/mean"].attrs)
+        paths = f["clips/path"].asstr()[()]
+    assert recorded == Coverage.of_paths(paths) and recorded.n_rows == 3000
+    assert Coverage.of_paths(paths[::-1]) != recorded and Coverage.of_paths(paths[:-1]).n_rows == 2999
+
+
+def test_stats_of_other_clips_or_without_coverage_are_stale(store, caplog):
+    from soundnet8.engine.store import update_store
+
+    path, _, _ = store
+    store_stats(path, ["deep"])
+    with update_store(path) as f:  # same number of rows, one clip replaced by another
+        f["clips/path"][5] = "another.wav"
+    with pytest.raises(StatsError, match="stale: computed from 3000 rows of other clips"):
+        read_stats(path, "deep")
+    with caplog.at_level("WARNING"):
+        assert read_stats(path, "deep", allow_stale=True).stale is True
+    assert "is stale" in caplog.text and "soundnet8 stats" in caplog.text
+    store_stats(path, ["deep"])
+    with update_store(path) as f:  # a group written before coverage was recorded
+        for key in [k for k in f["stats/deep/mean"].attrs if k.startswith("coverage_")]:
+            del f["stats/deep/mean"].attrs[key]
+    with pytest.raises(StatsError, match="stale: records no coverage"):
+        read_stats(path, "deep")
+
+
+def test_cli_recomputes_stale_stats(store, capsys):
+    from soundnet8.engine.cli import main
+    from soundnet8.engine.store import update_store
+
+    path, _, _ = store
+    assert main(["stats", str(path), "--layer", "deep", "--show", "0"]) == 0
+    with update_store(path) as f:
+        f["clips/path"][0] = "renamed.wav"
+    with pytest.raises(StatsError, match="stale"):
+        read_stats(path, "deep")
+    assert main(["stats", str(path), "--layer", "deep", "--show", "0"]) == 0
+    assert read_stats(path, "deep").stale is False

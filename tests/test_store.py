@@ -644,22 +644,37 @@ def test_errors_are_not_retried_unless_asked(tmp_path):
         assert fs.meta("index").dtype == np.float64  # int column with a missing value
 
 
-def test_derived_groups_survive_consolidation(tmp_path):
+def test_derived_groups_survive_consolidation_and_are_then_stale(tmp_path):
+    """Consolidation keeps derived groups byte for byte (a crashed update too), but statistics
+    computed before rows were added no longer describe the store: readers refuse them as stale."""
+    from soundnet8.engine.stats import StatsError, read_stats, store_stats
+
     store = tmp_path / "d.h5"
     write_run(store, 20)
-    thresholds = np.linspace(0, 1, 16, dtype=np.float32)
+    store_stats(store, ["pool1"], q=90)
+    with FeatureStore(store) as fs:
+        before = fs.n_clips
+        assert read_stats(store, "pool1").stale is False
     with update_store(store) as f:
-        f.create_dataset("stats/pool1/p99", data=thresholds, compression="gzip")
-        f["stats"].attrs["n_clips"] = 19
         f.create_group("analysis/svm").attrs["accuracy"] = 0.72
+    thresholds = read_stats(store, "pool1").thresholds.copy()
     with pytest.raises(RuntimeError):
         with update_store(store) as f:
             del f["stats"]
             raise RuntimeError("the tool crashed")
     write_run(store, 60)
+    with FeatureStore(store) as fs:
+        after = fs.n_clips
+    assert after > before
     with h5py.File(store, "r") as f:
-        assert np.array_equal(f["stats/pool1/p99"][()], thresholds) and f["stats/pool1/p99"].compression == "gzip"
-        assert f["stats"].attrs["n_clips"] == 19 and f["analysis/svm"].attrs["accuracy"] == 0.72
+        assert np.array_equal(f["stats/pool1/mean/thresholds"][()], thresholds)  # kept as written
+        assert f["analysis/svm"].attrs["accuracy"] == 0.72
+    with pytest.raises(StatsError, match=f"stale: computed from {before} rows, store now has {after}"):
+        read_stats(store, "pool1")
+    flagged = read_stats(store, "pool1", allow_stale=True)
+    assert flagged.stale is True and flagged.n_clips == before
+    store_stats(store, ["pool1"], q=90)  # recomputed: fresh again
+    assert read_stats(store, "pool1").stale is False and read_stats(store, "pool1").n_clips == after
     check_rows_correct(store)
 
 

@@ -33,6 +33,7 @@ HELPS: dict[str, str] = {
     "export": "export the pretrained SoundNet8 to ONNX (needs torch)",
     "demo": "print the top scenes and objects for the bundled ESC-10 clips",
     "extract": "extract features of audio files into an HDF5 feature store",
+    "merge": "join finished feature stores (e.g. the shards of a job array) into one store",
     "predict": "print the top-k scenes and objects of audio files",
     "stats": "per-neuron percentile thresholds and class selectivity of a store",
     "analyze": "linear-SVM transfer learning and per-layer tables from a store",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .. import arch
 from ..audio import Mix, Preprocessing, SampleRateMode
 from ..errors import ExitCode, SoundNetError
+from ..modelfile import GRAPH_ENV_VAR, GraphVariant
 from ..progress import LOG_INTERVAL_S, ProgressMode, ProgressOptions
 from ..runner import Pool, Request
 from ..session import Provider
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, help="CSV with a path (or ESC-50 filename) column; label/fold/other columns kept")
     parser.add_argument("--audio-dir", type=Path, help="folder the manifest's paths are relative to (ESC-50: audio_16k)")
     parser.add_argument("--allow-missing", action="store_true", help="skip manifest rows whose file is absent")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="process only shard K of N (1 <= K <= N) of the inputs, chosen by a hash of each path "
+                             "(one store per shard; join them with soundnet8 merge); auto: the SLURM array task's")
     parser.add_argument("--layers", type=LAYERS, default=arch.OUTPUTS,
                         help=f"comma-separated outputs (default all: {','.join(arch.OUTPUTS)})")
     parser.add_argument("--pool", type=POOLS, default=(Pool.MEAN,),
@@ -52,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default 1)")
     parser.add_argument("--layout", choices=["auto", "fused", "split"], default="auto",
                         help="fused: workers run the model (CPU default); split: workers decode, main runs the model (CUDA default)")
+    parser.add_argument("--graph", choices=[v.value for v in GraphVariant], default=GraphVariant.AUTO.value,
+                        help="graph variant: auto (default: the fastest on this machine, timed once and cached; "
+                             f"${GRAPH_ENV_VAR} also forces one), or one of them; all give the same features")
     parser.add_argument("--compression", choices=["gzip", "lzf"], default="gzip", help="HDF5 filter (gzip: portable; lzf: faster)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", dest="overwrite", action="store_false", default=False,
@@ -65,6 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{LOG_INTERVAL_S:.0f} s (batch logs); bar; log; none")
     parser.add_argument("--no-progress", dest="progress", action="store_const", const=ProgressMode.NONE.value,
                         help="same as --progress none")
+    ray = parser.add_argument_group("distributed (--backend ray; needs pip install 'soundnet8[distributed]')")
+    ray.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="local: this machine's worker processes (default); ray: a Ray cluster")
+    ray.add_argument("--ray-address", metavar="ADDRESS", default=None,
+                     help="join this Ray cluster (HOST:PORT, ray://..., or auto); default: start a local one")
+    ray.add_argument("--actors", type=int, default=0,
+                     help="model actors (default: one per GPU with --gpus-per-actor, else the CPUs decoding leaves)")
+    ray.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (and ONNX Runtime threads) per actor (default 1)")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor (default 0: CPU actors)")
 
 
 def _frames(args: argparse.Namespace) -> tuple[str, ...] | bool:
@@ -91,12 +107,40 @@ def _inputs(args: argparse.Namespace) -> InputSet:
     raise SoundNetError("nothing to extract: give audio files/directories or --manifest CSV")
 
 
+def _shard(args: argparse.Namespace, inputs: InputSet) -> tuple[InputSet, dict[str, str]]:
+    """The shard's inputs and the run attribute recording it (none without --shard)."""
+    from ..inputs import Shard
+    from ..store import check_shard
+
+    shard = Shard.parse(args.shard) if args.shard else None
+    if not args.overwrite:
+        check_shard(args.output, None if shard is None else str(shard))
+    if shard is None:
+        return inputs, {}
+    selected = inputs.shard(shard)
+    print(f"shard {shard}: {len(selected)} of {len(inputs)} inputs")
+    return selected, {"shard": str(shard)}
+
+
+def _extractor(args: argparse.Namespace, local):
+    """``local`` (the engine's extract), or the Ray backend's with the Ray options bound."""
+    if args.backend == "local":
+        return local
+    import functools
+
+    from ..distributed import RayOptions, extract_ray
+
+    options = RayOptions(address=args.ray_address, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                         gpus_per_actor=args.gpus_per_actor, verbose=bool(getattr(args, "verbose", False)))
+    return functools.partial(extract_ray, ray_options=options)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..modelfile import ensure_model
     from ..pipeline import ExtractOptions, Layout, extract
     from ..store import Compression
 
-    inputs = _inputs(args)
+    inputs, shard_attrs = _shard(args, _inputs(args))
     if args.batch_size < 1 or args.workers < 0 or args.threads < 0:
         raise SoundNetError("--batch-size must be >= 1, --workers and --threads >= 0")
     options = ExtractOptions(
@@ -104,12 +148,12 @@ def run(args: argparse.Namespace) -> int:
         preprocessing=Preprocessing(SampleRateMode(args.sample_rate), Mix(args.mix), args.min_seconds),
         provider=Provider(args.provider), workers=args.workers, batch_size=args.batch_size,
         intra_op_threads=args.threads, layout=Layout(args.layout),
-        progress=ProgressOptions(ProgressMode(args.progress)),
+        progress=ProgressOptions(ProgressMode(args.progress)), graph=GraphVariant(args.graph),
     )
     model = ensure_model(args.model)
-    summary = extract(inputs, args.output, model, options, overwrite=args.overwrite,
+    summary = _extractor(args, extract)(inputs, args.output, model, options, overwrite=args.overwrite,
                       retry_errors=args.retry_errors, compression=Compression(args.compression),
-                      segment_rows=args.segment_rows)
+                      segment_rows=args.segment_rows, settings_extra=shard_attrs)
     print(
         f"{args.output}: {summary.processed} clips processed in {summary.seconds:.1f} s "
         f"({summary.clips_per_second:.1f} clips/s, {summary.audio_seconds / 3600 / max(summary.seconds, 1e-9):.3f} audio-h/s), "

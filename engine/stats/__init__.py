@@ -25,7 +25,8 @@ that, so ``share_active`` (top-class count / the neuron's actual activations) is
 it; the two agree for neurons without ties.
 
 Rooms: :mod:`.api` (functions on any matrix), :mod:`.results` (what they return), :mod:`.io`
-(stores, through the store's reader and writer), :mod:`.reference` (plain numpy, what the scan
+(stores, through the store's reader and writer), :mod:`.coverage` (the rows a stored result was
+computed from, so readers can tell a stale one), :mod:`.reference` (plain numpy, what the scan
 must equal), :mod:`.scan` / :mod:`.rows` / :mod:`.keys` / :mod:`.quantile` / :mod:`.kernels`
 (the exact scan). Importing the package imports neither numba nor h5py.
 """
@@ -33,9 +34,17 @@ must equal), :mod:`.scan` / :mod:`.rows` / :mod:`.keys` / :mod:`.quantile` / :mo
 from __future__ import annotations
 
 from .api import activation_counts, neuron_stats, percentile_thresholds
+from .coverage import Coverage, staleness
 from .defaults import CHUNK_BYTES_MAX, DEFAULT_MEMORY_BUDGET, DEFAULT_Q, DEFAULT_TOP_K, SELECTIVITY_LEVELS
 from .errors import StatsError
-from .io import STATS_FORMAT_VERSION, STATS_GROUP, read_stats, stats_group_path, store_stats, write_stats
+from .io import (
+    STATS_FORMAT_VERSION,
+    STATS_GROUP,
+    read_stats,
+    stats_group_path,
+    store_stats,
+    write_stats,
+)
 from .reference import reference_counts, reference_thresholds, reference_top_clips
 from .results import SHARE_ACTIVE_DEFINITION, SHARE_SEED_DEFINITION, LayerSummary, NeuronStats
 from .rows import Rows
@@ -43,6 +52,7 @@ from .scan import ScanLimits, ScanResult, exact_scan, minimum_budget
 
 __all__ = [
     "CHUNK_BYTES_MAX",
+    "Coverage",
     "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_Q",
     "DEFAULT_TOP_K",
@@ -66,6 +76,7 @@ __all__ = [
     "reference_counts",
     "reference_thresholds",
     "reference_top_clips",
+    "staleness",
     "stats_group_path",
     "store_stats",
     "write_stats",

@@ -8,6 +8,7 @@ first use to keep ``import soundnet8.engine.stats`` free of h5py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .api import neuron_stats
+from .coverage import Coverage, staleness
 from .defaults import DEFAULT_MEMORY_BUDGET, DEFAULT_Q, DEFAULT_TOP_K
 from .errors import StatsError
 from .quantile import check_q
@@ -23,6 +25,8 @@ from .results import ARRAY_FIELDS, SHARE_ACTIVE_DEFINITION, SHARE_SEED_DEFINITIO
 
 if TYPE_CHECKING:
     from ..store import FeatureStore
+
+log = logging.getLogger(__name__)
 
 STATS_GROUP = "stats"
 STATS_FORMAT_VERSION = 1
@@ -63,7 +67,8 @@ def store_stats(
 ) -> dict[str, NeuronStats]:
     """:func:`neuron_stats` of each layer (all layers having ``pool`` by default) of a feature
     store, read chunk by chunk, then written under ``/stats/<layer>/<pool>/`` (replacing those
-    groups) unless ``write`` is false. Returns {layer: NeuronStats} in the store's layer order."""
+    groups, with the :class:`Coverage` of the rows they were computed from) unless ``write`` is
+    false. Returns {layer: NeuronStats} in the store's layer order."""
     from ..store import FeatureStore
 
     q = check_q(q)
@@ -72,6 +77,7 @@ def store_stats(
     with FeatureStore(path) as fs:
         todo = _layers_to_scan(fs, layers, pool)
         labels, class_names = fs.labels, fs.class_names
+        coverage = Coverage.of_paths(fs.paths)
         for layer in todo:
             results[layer] = neuron_stats(
                 fs.dataset(layer, pool), labels, q, None, top_k,
@@ -79,13 +85,13 @@ def store_stats(
                 chunk_rows=chunk_rows, memory_budget=memory_budget,
             )  # fmt: skip
     if write:
-        write_stats(path, list(results.values()))
+        write_stats(path, list(results.values()), coverage)
     return results
 
 
-def _stats_attrs(st: NeuronStats) -> dict[str, Any]:
-    """The attributes of a ``/stats/<layer>/<pool>`` group: how to read its arrays."""
-    return {
+def _stats_attrs(st: NeuronStats, coverage: Coverage) -> dict[str, Any]:
+    """The attributes of a ``/stats/<layer>/<pool>`` group: how to read its arrays, what it covers."""
+    return coverage.attrs() | {
         "q": st.q,
         "n_clips": st.n_clips,
         "n_classes": st.n_classes,
@@ -99,15 +105,20 @@ def _stats_attrs(st: NeuronStats) -> dict[str, Any]:
     }
 
 
-def write_stats(store_path: str | Path, stats: Sequence[NeuronStats]) -> None:
+def write_stats(store_path: str | Path, stats: Sequence[NeuronStats], coverage: Coverage | None = None) -> None:
     """Write each of ``stats`` under ``/stats/<layer>/<pool>/`` of the store, replacing those
-    groups, in one crash-safe update (``store.update_store``: the store is replaced whole)."""
+    groups, in one crash-safe update (``store.update_store``: the store is replaced whole).
+
+    ``coverage``: the rows the statistics were computed from (default: the store's rows as it is
+    when written, for statistics of the store as it is)."""
     from ..store import update_store
 
     for st in stats:
         if not st.layer or not st.pool:
             raise StatsError(f"{st.name}: statistics written to a store need their layer and pool")
     with update_store(store_path) as f:
+        if coverage is None:
+            coverage = Coverage.of_paths(f["clips/path"].asstr()[()])
         for st in stats:
             where = stats_group_path(st.layer, st.pool)
             if where in f:
@@ -115,24 +126,22 @@ def write_stats(store_path: str | Path, stats: Sequence[NeuronStats]) -> None:
             g = f.create_group(where)
             for name in ARRAY_FIELDS:
                 g.create_dataset(name, data=np.asarray(getattr(st, name)))
-            g.attrs.update(_stats_attrs(st))
+            g.attrs.update(_stats_attrs(st, coverage))
 
 
 def _stats_group(fs: FeatureStore, layer: str, pool: str):
-    """The h5py group of ``layer``/``pool``'s statistics in the open store, or None.
-
-    FeatureStore offers no accessor for derived groups: the file of the layer's own dataset is the
-    store's open, version-checked handle (one line to change when the reader grows one).
-    """
+    """The h5py group of ``layer``/``pool``'s statistics in the open store, or None."""
     if layer not in fs.layers or pool not in fs.pools(layer):
         return None  # statistics exist only for a layer's pooled features
-    f = fs.dataset(layer, pool).file
-    where = stats_group_path(layer, pool)
-    return f[where] if where in f else None
+    return fs.group(stats_group_path(layer, pool))
 
 
-def read_stats(store_path: str | Path, layer: str, pool: str = "mean") -> NeuronStats:
-    """The :class:`NeuronStats` that :func:`store_stats` wrote for ``layer``/``pool``."""
+def read_stats(store_path: str | Path, layer: str, pool: str = "mean", *, allow_stale: bool = False) -> NeuronStats:
+    """The :class:`NeuronStats` that :func:`store_stats` wrote for ``layer``/``pool``.
+
+    Statistics computed from other rows than the store now holds (rows added by a resumed extract
+    since) are stale: a :class:`StatsError` saying so, or with ``allow_stale`` a logged warning and
+    ``stale=True`` on the result."""
     from ..store import FeatureStore
 
     path = Path(store_path)
@@ -147,7 +156,14 @@ def read_stats(store_path: str | Path, layer: str, pool: str = "mean") -> Neuron
                 raise StoreError(f"{path}: {where} has format {version}, this version reads {STATS_FORMAT_VERSION}")
             arrays = {name: g[name][()] for name in ARRAY_FIELDS}
             q, n_clips = float(g.attrs["q"]), int(g.attrs["n_clips"])
+            why = staleness(Coverage.from_attrs(g.attrs), Coverage.of_paths(fs.paths))
         except OSError as exc:
             raise StoreError(f"{path}: cannot read {where}: {exc}") from exc
         class_names = fs.class_names
-    return NeuronStats(q=q, n_clips=n_clips, layer=layer, pool=pool, class_names=class_names, **arrays)
+    if why is not None:
+        message = f"{path}: {where} is stale: {why}; `soundnet8 stats {path}` recomputes it"
+        if not allow_stale:
+            raise StatsError(message)
+        log.warning("%s", message)
+    return NeuronStats(q=q, n_clips=n_clips, layer=layer, pool=pool, class_names=class_names,
+                       stale=why is not None, **arrays)

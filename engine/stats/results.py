@@ -77,6 +77,7 @@ class NeuronStats:
     layer: str | None = None
     pool: str | None = None
     class_names: tuple[str, ...] | None = field(default=None)
+    stale: bool = False  # read from a store that has changed since (read_stats(..., allow_stale=True))
 
     def __post_init__(self) -> None:
         for name in ARRAY_FIELDS:

@@ -17,6 +17,11 @@ N clips, K classes, M failed inputs, C channels of a layer (``soundnet8.engine.a
     /features/<layer>/<pool> (N, C)  float32                 pool in mean | max | std (over time)
     /frames/<layer>/data     (F, C)  float32                 optional frame-level outputs, all clips
     /frames/<layer>/offsets  (N+1,)  int64                   clip i = data[offsets[i]:offsets[i+1]]
+    /frames/<layer> attrs    hop_samples (int), first_centre_samples (float), sample_rate (int,
+                             22050), hop_seconds, first_centre_seconds (float): frame j of a clip is
+                             centred on model-input sample first_centre_samples + j*hop_samples
+                             (``FrameTiming``; stores written before these attrs lack them, and
+                             ``FeatureStore`` derives the same values from ``arch``)
     /errors/path             (M,)    UTF-8                   inputs that could not be processed
     /errors/message          (M,)    UTF-8                   why (one line per input)
     /stats/..., /analysis/...                                derived results of other tools; kept
@@ -43,8 +48,9 @@ Modules (one concept each)
 ``schema`` format version, settings, value types, attributes and structure checks;
 ``files`` lock, temp files, fsync and atomic publish (how the writer stays crash-safe);
 ``layout`` chunking and filters; ``columns`` meta column types; ``batch`` rows in memory;
-``merge`` segments and consolidation; ``writer`` ``StoreWriter``; ``arrays`` ``write_arrays``
-and ``update_store``; ``reader`` ``FeatureStore``; ``text`` what HDF5 strings can hold.
+``merge`` segments and consolidation; ``join`` finished stores (shards) joined into one;
+``writer`` ``StoreWriter``; ``arrays`` ``write_arrays`` and ``update_store``; ``reader``
+``FeatureStore``; ``text`` what HDF5 strings can hold.
 
 Resume rule: each path is in the store at most once, as a feature row or as an error row; a path
 already present is skipped by the caller (``StoreWriter.done``). With ``retry_errors`` the error
@@ -70,6 +76,11 @@ _PUBLIC = {
     "write_arrays": "arrays",
     "update_store": "arrays",
     "FeatureStore": "reader",
+    "FrameBlock": "reader",
+    "FrameTiming": "schema",
+    "join_stores": "join",
+    "JoinSummary": "join",
+    "check_shard": "join",
 }
 
 __all__ = sorted(_PUBLIC)

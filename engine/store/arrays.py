@@ -19,7 +19,7 @@ from ..request import POOL_ORDER, Pool
 from ..version import package_version
 from .batch import Batch, write_file
 from .columns import ColumnType, meta_value
-from .files import Lock, StoreFiles, publish, unlink
+from .files import Lock, NewFile, StoreFiles, publish, unlink
 from .layout import Layout
 from .schema import FORMAT_VERSION, Compression, canonical_json, check_version, now, read_attrs
 from .text import check_name, check_text, clean_message
@@ -202,7 +202,7 @@ def update_store(path: str | os.PathLike) -> Iterator[h5py.File]:
             raise StoreError(f"{files.store}: not a readable feature store ({exc})") from exc
         with old:
             check_version(read_attrs(old), files.store)
-            with h5py.File(tmp, "w") as new:
+            with NewFile(tmp) as new:  # a full disk is a StoreError, never an HDF5 crash
                 for name in old:
                     old.copy(old[name], new, name=name)  # raw chunk copy; also drops freed space
                 for key, value in old.attrs.items():

@@ -10,8 +10,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .files import unlink
+from .files import NewFile
 from .layout import Filters, Layout, create_column, create_matrix, create_strings
+from .schema import frame_attrs
 
 
 @dataclass
@@ -74,6 +75,7 @@ def populate(
         for layer, spec in layout.frames.items():
             data, offsets = rows.frames[layer]
             group = frames.create_group(layer)
+            group.attrs.update(frame_attrs(layer))
             create_matrix(group, "data", data, spec)
             create_column(group, "offsets", np.asarray(offsets, np.int64), layout.columns)
     write_errors(f, rows.errors, layout.columns)
@@ -85,9 +87,5 @@ def write_file(
     path: Path, rows: Batch, layout: Layout, attrs: Mapping[str, Any], class_names: Sequence[str] | None
 ) -> None:
     """Write a complete store to ``path``; on failure no partial file is left under that name."""
-    try:
-        with h5py.File(path, "w") as f:
-            populate(f, rows, layout, attrs, class_names)
-    except BaseException:
-        unlink(path)  # never leave a partial file under a name a reader could pick up
-        raise
+    with NewFile(path) as f:  # removes a partial file; a full disk is a StoreError
+        populate(f, rows, layout, attrs, class_names)

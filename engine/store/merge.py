@@ -15,7 +15,7 @@ an earlier run) it infers the types from the rows (see ``columns``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import StoreError
 from .batch import Batch, populate, write_errors
 from .columns import ColumnSchema, ColumnType
-from .files import StoreFiles, fsync, publish, unlink
+from .files import NewFile, StoreFiles, fsync, publish, test_pause, unlink
 from .layout import Filters, Layout, create_column, create_strings
 from .schema import (
     ACCUMULATED_ATTRS,
@@ -104,29 +104,34 @@ def append_1d(ds: h5py.Dataset, values: np.ndarray) -> None:
     ds[n0:] = values
 
 
-def append_matrix(out: h5py.Dataset, src: h5py.Dataset, keep: np.ndarray | None, seg: Path) -> bool:
-    """Append src's rows (those in ``keep``) to out; return True when chunks were copied raw."""
-    n0, k = out.shape[0], src.shape[0]
+def append_matrix(
+    out: h5py.Dataset, src: h5py.Dataset, keep: np.ndarray | None, seg: Path, lo: int = 0, hi: int | None = None
+) -> bool:
+    """Append src's rows ``lo:hi`` (those in ``keep``) to out; return True when chunks were copied raw."""
+    hi = src.shape[0] if hi is None else hi
+    n0, k = out.shape[0], hi - lo
     rows = out.chunks[0]
     raw = (
         keep is None
         and k > 0
         and n0 % rows == 0
+        and lo % rows == 0
+        and (hi % rows == 0 or hi == src.shape[0])  # whole chunks, or up to src's (padded) last one
         and src.chunks == out.chunks
         and src.dtype == out.dtype
         and Filters.of(src) == Filters.of(out)
     )
     if raw:
         out.resize(n0 + k, axis=0)
-        for start in range(0, k, rows):
+        for start in range(lo, hi, rows):
             # compressed bytes move verbatim: no decode/encode of the new rows
             try:
                 mask, chunk = src.id.read_direct_chunk((start, 0))
             except (OSError, KeyError, ValueError) as exc:
                 raise Corrupt(seg, f"cannot read chunk at row {start} of {src.name}: {exc}") from exc
-            out.id.write_direct_chunk((n0 + start, 0), chunk, mask)
+            out.id.write_direct_chunk((n0 + start - lo, 0), chunk, mask)
         return True
-    data = read(src, seg)
+    data = read(src, seg, lo, hi)
     if keep is not None:
         data = data[keep]
     if len(data):
@@ -135,18 +140,23 @@ def append_matrix(out: h5py.Dataset, src: h5py.Dataset, keep: np.ndarray | None,
     return False
 
 
-def read(ds: h5py.Dataset, seg: Path) -> np.ndarray:
-    """A segment's dataset, strings decoded; a read failure marks the segment corrupt."""
+def read(ds: h5py.Dataset, seg: Path, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """A segment's dataset (rows ``lo:hi``), strings decoded; a read failure marks the segment corrupt."""
+    whole = lo == 0 and (hi is None or hi >= ds.shape[0])
     try:
         if h5py.check_string_dtype(ds.dtype) is not None:
-            return ds.asstr()[()] if ds.shape[0] else np.zeros(0, object)
-        return ds[()]
+            if whole:
+                return ds.asstr()[()] if ds.shape[0] else np.zeros(0, object)
+            return ds.asstr()[lo:hi] if hi is None or hi > lo else np.zeros(0, object)
+        return ds[()] if whole else ds[lo:hi]
     except OSError as exc:
         raise Corrupt(seg, f"cannot read {ds.name}: {exc}") from exc
 
 
 class Merger:
     """One consolidation: STORE.h5 (if any) + finished segments -> STORE.h5.tmp -> STORE.h5."""
+
+    keeps_inputs = False  # True: the merged files are left in place (``join``: the inputs are stores)
 
     def __init__(
         self,
@@ -165,16 +175,23 @@ class Merger:
         self.class_names = tuple(class_names) if class_names is not None else None
         self.meta_schema = meta_schema
         self.raw_segments = 0  # segments whose feature chunks were copied verbatim
+        self._check_written: Callable[[], None] = lambda: None
 
     def run(self) -> MergeResult:
         tmp = self.files.tmp
         try:
-            with h5py.File(tmp, "w", rdcc_nbytes=MERGE_CACHE_BYTES, rdcc_w0=1.0) as out:
+            new = NewFile(tmp, rdcc_nbytes=MERGE_CACHE_BYTES, rdcc_w0=1.0)  # a full disk is a StoreError
+            with new as out:
+                self._check_written = new.check
                 result = self._build(out)
+            test_pause("consolidate")  # crash tests: STORE.h5.tmp is complete, STORE.h5 not replaced yet
             publish(tmp, self.files.store)
         except BaseException:
             unlink(tmp)  # STORE.h5 and the segments are untouched: the merge can be redone
             raise
+        test_pause("consolidated")  # crash tests: STORE.h5 replaced, its merged segments not deleted yet
+        if self.keeps_inputs:
+            return result
         for head in self.heads:
             unlink(head.path)  # their rows are in STORE.h5 now
         if self.heads:
@@ -191,6 +208,7 @@ class Merger:
         self._reconcile_classes(out)
         datasets = self._open_row_datasets(out)
         for head in self.heads:
+            self._check_written()  # stop at the first segment after the disk filled
             n_rows = self._append_segment(out, datasets, head, done, errors, n_rows)
             for key in ACCUMULATED_ATTRS:
                 if key in head.attrs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,11 @@ import numpy as np
 
 from ..errors import StoreError
 from ..request import POOL_ORDER
-from .schema import JSON_ATTRS, check_version, read_attrs, read_class_names, read_strings
+from .schema import JSON_ATTRS, FrameTiming, check_version, read_attrs, read_class_names, read_strings
+
+# audio.SampleRateMode.NATIVE's value, as recorded in the store; spelled here so that reading a
+# store never loads the audio stack (soundfile, soxr)
+NATIVE_RATE_MODE = "native"
 
 READ_CACHE_BYTES = 16 << 20  # per-dataset chunk cache of the reader
 
@@ -31,6 +36,28 @@ def _take_rows(ds: h5py.Dataset, idx: np.ndarray) -> np.ndarray:
         out[order[start:end]] = block[sidx[start:end] - lo]
         start = end
     return out
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays field-wise is ambiguous
+class FrameBlock:
+    """Frames of one layer for every clip, with their times; unpacks as ``data, offsets, times``.
+
+    ``data`` (F, C) float32; ``offsets`` (N+1,) int64, clip i is rows offsets[i]:offsets[i+1];
+    ``times`` (F,) float64, each row's frame centre in seconds from its clip's start (see
+    :meth:`FeatureStore.frame_times` for what times before 0 or after the clip's duration mean).
+    """
+
+    data: np.ndarray
+    offsets: np.ndarray
+    times: np.ndarray
+
+    def __iter__(self):
+        return iter((self.data, self.offsets, self.times))
+
+    def clip(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames (T, C), times (T,)) of clip ``i``."""
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.data[lo:hi], self.times[lo:hi]
 
 
 class FeatureStore:
@@ -98,6 +125,25 @@ class FeatureStore:
         group = self._group("features", layer)
         return tuple(p for p in POOL_ORDER if p in group) + tuple(sorted(p for p in group if p not in POOL_ORDER))
 
+    @property
+    def frame_layers(self) -> tuple[str, ...]:
+        """Layers stored frame by frame: the recorded ``attrs["frames"]`` in their order (then any
+        other /frames group, sorted), those present in the file."""
+        present = list(self._f["frames"]) if "frames" in self._f else []
+        listed = self.attrs.get("frames")
+        order = [layer for layer in listed if layer in present] if isinstance(listed, list) else []
+        return tuple(order + sorted(layer for layer in present if layer not in order))
+
+    def group(self, name: str) -> h5py.Group | None:
+        """The h5py group at ``name`` (e.g. a derived "stats/pool5/mean"), read-only, valid while
+        the store is open; None when the store has none."""
+        if name not in self._f:
+            return None
+        obj = self._f[name]
+        if not isinstance(obj, h5py.Group):
+            raise StoreError(f"{self.path}: /{name} is a dataset, not a group")
+        return obj
+
     def _group(self, kind: str, layer: str) -> h5py.Group:
         key = f"{kind}/{layer}"
         if key not in self._f:
@@ -146,6 +192,55 @@ class FeatureStore:
         i = i % self.n_clips
         lo, hi = group["offsets"][i : i + 2]
         return group["data"][int(lo) : int(hi)]
+
+    def frame_timing(self, layer: str) -> FrameTiming:
+        """When ``layer``'s frames are centred: recorded on /frames/<layer>, or, in stores written
+        before that, from the layer arithmetic (the same values)."""
+        group = self._group("frames", layer)
+        timing = FrameTiming.from_attrs(group.attrs) or FrameTiming.of_layer(layer)
+        if timing is None:
+            raise StoreError(f"{self.path}: /frames/{layer} records no timing and {layer!r} is not a SoundNet layer")
+        return timing
+
+    def _input_rates(self, timing: FrameTiming, rows: slice) -> np.ndarray:
+        """Samples per second of the model input of the clips ``rows``."""
+        rates = np.full(len(range(*rows.indices(self.n_clips))), float(timing.sample_rate))
+        preprocessing = self.attrs.get("preprocessing")
+        if isinstance(preprocessing, dict) and preprocessing.get("sample_rate_mode") == NATIVE_RATE_MODE:
+            native = self._f["clips/sample_rate"][rows].astype(np.float64)  # files fed at their own rate
+            rates = np.where(native > 0, native, rates)
+        return rates
+
+    def frame_times(self, layer: str, i: int) -> np.ndarray:
+        """(T,) float64: seconds from clip ``i``'s start to the centre of each of its frames.
+
+        Frame j is centred on model-input sample ``first_centre + j * hop`` (:meth:`frame_timing`)
+        over the input's rate (22,050 Hz; a native-rate store's clip: its file's rate). The model
+        input starts with the clip, so these are times in the clip's audio, with two cases:
+        a time below 0 is a frame centred in the model's left zero padding (its receptive field
+        still covers the clip's start); a time at or after the clip's duration (``durations[i]``)
+        is a frame of the copies that tiling appended to a short clip (inputs shorter than
+        ``preprocessing["min_seconds"]`` are repeated whole): time t there lies in copy
+        ``t // duration``, at ``t % duration`` into it. Long inputs processed in windows follow
+        the same rule: their frames are the whole input's frames.
+        """
+        group = self._group("frames", layer)
+        if not -self.n_clips <= i < self.n_clips:
+            raise StoreError(f"{self.path}: clip index {i} out of range for {self.n_clips} clips")
+        i = i % self.n_clips
+        lo, hi = (int(v) for v in group["offsets"][i : i + 2])
+        timing = self.frame_timing(layer)
+        centres = timing.first_centre_samples + timing.hop_samples * np.arange(hi - lo, dtype=np.float64)
+        return centres / self._input_rates(timing, slice(i, i + 1))[0]
+
+    def frames_with_times(self, layer: str) -> FrameBlock:
+        """:meth:`frames` with each row's time (see :meth:`frame_times`): ``data, offsets, times``."""
+        data, offsets = self.frames(layer)
+        timing = self.frame_timing(layer)
+        counts = np.diff(offsets)
+        index = np.arange(len(data), dtype=np.float64) - np.repeat(offsets[:-1], counts)
+        rates = np.repeat(self._input_rates(timing, slice(None)), counts)
+        return FrameBlock(data, offsets, (timing.first_centre_samples + timing.hop_samples * index) / rates)
 
     # -- clips -----------------------------------------------------------------------------
 

@@ -16,13 +16,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..arch import RECEPTIVE_FIELDS, SAMPLE_RATE
 from ..errors import SoundNetError, StoreError
 from ..request import canonical_frames, canonical_layers, canonical_pools
 
 FORMAT_VERSION = 1
 """Version of the schema; a reader refuses stores with another version."""
 
-ACCUMULATED_ATTRS = ("soundnet8_version", "provider", "onnxruntime_version")
+ACCUMULATED_ATTRS = ("soundnet8_version", "provider", "onnxruntime_version", "graph_variant")
 """Run attributes whose distinct values across merged runs are all kept ("; "-joined)."""
 
 ATTR_JOIN = "; "
@@ -34,6 +35,11 @@ JSON_ATTRS = ("preprocessing", "layers", "pools", "frames")
 
 RESERVED_ATTRS = (*SETTINGS_ATTRS, "format_version", "created", "updated", "compression")
 """Root attributes set by the store itself, never by a run's extra attributes."""
+
+
+FRAME_TIMING_ATTRS = ("hop_samples", "hop_seconds", "first_centre_samples", "first_centre_seconds", "sample_rate")
+"""Attributes of each /frames/<layer> group of a SoundNet output: when its frames are centred.
+Stores written before them lack them; readers then take the same values from ``arch``."""
 
 
 class Compression(str, enum.Enum):
@@ -96,6 +102,60 @@ class StoreSettings:
             "weights_sha256": str(self.weights_sha256),
             "onnx_sha256": str(self.onnx_sha256),
         }
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """When the frames of one layer are centred on the model input.
+
+    Frame j of a clip is centred on model-input sample ``first_centre_samples + j * hop_samples``,
+    counted from the input's first sample, which is the clip's first sample (tiling appends copies
+    after it; windows of long inputs keep the whole input's frame grid). It is the middle of the
+    frame's receptive field, padding included (``arch.frame_centre``), so it can be negative. The
+    ``*_seconds`` values divide by ``sample_rate``, the model's 22,050 Hz.
+    """
+
+    hop_samples: int
+    first_centre_samples: float
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / self.sample_rate
+
+    @property
+    def first_centre_seconds(self) -> float:
+        return self.first_centre_samples / self.sample_rate
+
+    @classmethod
+    def of_layer(cls, layer: str) -> FrameTiming | None:
+        """From the layer arithmetic; None for a layer that is not a SoundNet output."""
+        field = RECEPTIVE_FIELDS.get(layer)
+        return None if field is None else cls(field.stride, field.centre)
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> FrameTiming | None:
+        """As recorded on a /frames/<layer> group; None when it records none (an older store)."""
+        if "hop_samples" not in attrs or "first_centre_samples" not in attrs:
+            return None
+        rate = attrs.get("sample_rate", SAMPLE_RATE)
+        return cls(int(attrs["hop_samples"]), float(attrs["first_centre_samples"]), int(rate))
+
+    def attrs(self) -> dict[str, int | float]:
+        """The FRAME_TIMING_ATTRS values."""
+        return {
+            "hop_samples": int(self.hop_samples),
+            "hop_seconds": float(self.hop_seconds),
+            "first_centre_samples": float(self.first_centre_samples),
+            "first_centre_seconds": float(self.first_centre_seconds),
+            "sample_rate": int(self.sample_rate),
+        }
+
+
+def frame_attrs(layer: str) -> dict[str, int | float]:
+    """The attributes of a new /frames/<layer> group (none for a layer that is not a SoundNet output)."""
+    timing = FrameTiming.of_layer(layer)
+    return {} if timing is None else timing.attrs()
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,14 @@ class StoreWriter:
             check_version(attrs, self._files.store)
             check_structure(f, self._files.store)
             check_settings(attrs, self.settings, self._files.store, self._files.store)
+            stored_compression = attr_value(attrs.get("compression", self.settings.compression.value))
+            if stored_compression != self.settings.compression.value:
+                # the store's filters are kept on append (raw chunk copies): a new one cannot apply
+                raise StoreError(
+                    f"{self._files.store}: cannot resume: compression ({stored_compression!r} in the store, "
+                    f"{self.settings.compression.value!r} now) differs from this run's settings; resume with "
+                    f"--compression {stored_compression} or use --overwrite to start afresh (this deletes it)"
+                )
             stored = read_class_names(f)
             if stored is not None and self._class_names is not None and stored != self._class_names:
                 raise StoreError(

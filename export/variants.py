@@ -1,10 +1,18 @@
-"""Experimental rewrites of the exported graph, measured by the harness as engine proposals.
+"""Graph variants of the exported model: the same function, computed by differently shaped kernels.
+
+The engine picks among them by timing each once on the machine it runs on (see
+:func:`soundnet8.engine.session.choose_graph`); this module builds them, in pure ONNX (no torch), and
+``python -m soundnet8.export.variants MODEL -o DIR`` writes them all (what the engine runs, once).
+
+* ``plain``: the export itself (Conv -> Relu -> MaxPool per layer, the heads as Conv).
+* ``matmul``: conv1 + its pool as one MatMul and both heads as one MatMul (below).
+* ``matmul-conv12``: conv1 and conv2 (with their pools) as MatMuls, and the heads.
 
 ONNX Runtime's CPU Conv runs a 1-D convolution as im2col + GEMM per image. Two parts of SoundNet8
 use that badly:
 
 * conv1 (1 -> 16 channels, kernel 64, stride 2) + max-pool 8: a K=64, M=16 GEMM over 275k columns
-  (a 70 MB im2col buffer) followed by a separate max-pool over 4.4M values. :func:`conv1_matmul`
+  (a 70 MB im2col buffer) followed by a separate max-pool over 4.4M values. :func:`pooled_convs_matmul`
   computes the same pool1 as one well-shaped MatMul: the padded waveform is cut into blocks of 16
   samples (one pool1 frame each); a frame's 8 pooled conv outputs need 5 consecutive blocks (80
   samples), so [5 blocks] @ W (80 x 128, the 64 taps placed at each of the 8 phases) gives all 8
@@ -20,12 +28,18 @@ Both keep the dynamic batch and time axes and the If guard for inputs too short 
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from soundnet8.engine import arch
-from soundnet8.engine.modelfile import INPUT_NAME
+from soundnet8.engine.modelfile import INPUT_NAME, VARIANTS, GraphVariant
 
 
 def _const(name: str, values: list[int]) -> onnx.NodeProto:
@@ -189,3 +203,60 @@ def heads_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.initializer.extend([numpy_helper.from_array(matrix, "h_weight"), numpy_helper.from_array(bias, "h_bias")])
     onnx.checker.check_model(model)
     return model
+
+
+def build_variant(model: onnx.ModelProto, variant: GraphVariant) -> onnx.ModelProto:
+    """``model`` (the canonical export) as ``variant``; metadata (provenance) is kept."""
+    if variant is GraphVariant.PLAIN:
+        return model
+    if variant is GraphVariant.MATMUL:
+        # Two frames per MatMul row for conv1 measured fastest (fewer, longer rows to gather).
+        return heads_matmul(pooled_convs_matmul(model, 1, groups=(2, 1)))
+    if variant is GraphVariant.MATMUL_CONV12:
+        return heads_matmul(pooled_convs_matmul(model, 2, groups=(2, 1)))
+    raise ValueError(f"no graph for variant {variant}")
+
+
+def variant_file_name(variant: GraphVariant) -> str:
+    return f"{variant.value}.onnx"
+
+
+def write_variants(source: str | os.PathLike, folder: str | os.PathLike,
+                   variants: tuple[GraphVariant, ...] = VARIANTS) -> dict[GraphVariant, Path]:
+    """Write every variant but ``plain`` (which is ``source`` itself) into ``folder``, atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(source))
+    out = {}
+    for variant in variants:
+        if variant is GraphVariant.PLAIN:
+            continue
+        target = folder / variant_file_name(variant)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=target.name, suffix=".partial")
+        os.close(fd)
+        try:
+            onnx.save(build_variant(model, variant), tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        out[variant] = target
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m soundnet8.export.variants",
+                                     description="write the graph variants of an exported SoundNet8 model")
+    parser.add_argument("model", type=Path, help="the exported ONNX model")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder to write <variant>.onnx into")
+    parser.add_argument("--variant", choices=[v.value for v in VARIANTS], action="append",
+                        help="only these variants (repeatable; default all)")
+    args = parser.parse_args(argv)
+    chosen = tuple(GraphVariant(v) for v in args.variant) if args.variant else VARIANTS
+    for variant, path in write_variants(args.model, args.output, chosen).items():
+        print(f"{variant.value}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
