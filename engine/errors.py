@@ -19,6 +19,12 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # argparse's own status for a malformed command line
     SOME_FAILED = 3  # the job finished, but some inputs failed (they are recorded, e.g. /errors)
     INTERRUPTED = 130  # Ctrl-C; what was written so far is kept and a re-run resumes
+    TERMINATED = 143  # SIGTERM (a scheduler stopping the job): handled like Ctrl-C, 128 + 15 as a shell reports it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that the same code saves the work done: schedulers
+    (SLURM, Kubernetes) send SIGTERM and wait a grace period before SIGKILL."""
 
 
 class SoundNetError(Exception):

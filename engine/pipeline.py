@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -185,7 +186,10 @@ def _start_process(parent_pid: int, model_path: str | None, config: SessionConfi
                    preprocessing: Preprocessing, batch_size: int) -> None:
     global _process_worker
     die_with_parent(parent_pid)  # a SIGKILLed main process must not leave workers behind
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and saves work
+    # the main process handles Ctrl-C and SIGTERM (a scheduler signals the whole job) and saves the
+    # work; its workers end with it (die_with_parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _process_worker = Worker.build(model_path, config, request, preprocessing, batch_size)
 
 
@@ -350,12 +354,14 @@ def _results(todo: Sequence[tuple[int, InputItem]], model_path: str, options: Ex
 def _in_process(worker: Worker, tasks: Iterator[Task]) -> Iterator[Outcome]:
     """Every task in this process, with Ctrl-C raising KeyboardInterrupt (the writer then saves the
     work done); the caller's SIGINT handler is put back however the loop ends."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    on_main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if on_main else None
     try:
         for task in tasks:
             yield from worker.process(task)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -367,11 +373,25 @@ def _pool(workers: int, init: tuple) -> Iterator[ProcessPoolExecutor]:
         try:
             yield pool
         except BrokenProcessPool as exc:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop(pool)
+            if "initializer" in str(exc):
+                raise SoundNetError("a worker process failed while starting (its error is printed above); "
+                                    "the clips stored so far are kept") from exc
             raise SoundNetError(
                 "a worker process died (killed from outside, e.g. by the out-of-memory killer); the clips "
                 "stored so far are kept: re-run the same command to resume (fewer --workers use less memory)"
             ) from exc
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop(pool)
             raise
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Drop pending tasks and kill the workers: their results would be discarded anyway, and workers
+    ignore SIGTERM (the main process handles it), so the executor's own terminate() could leave one
+    blocked on a full result pipe and its shutdown waiting for ever."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the stdlib keeps no public list
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, ValueError):  # already gone, or already closed
+            process.kill()

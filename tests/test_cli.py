@@ -108,7 +108,7 @@ def test_every_command_module_follows_the_protocol():
 
 
 def test_exit_statuses_are_stable():
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 130]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 130, 143]
     assert main([]) == ExitCode.USAGE
 
 

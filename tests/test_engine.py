@@ -342,3 +342,31 @@ def test_cuda_features_equal_cpu_features(model, mixed_dir, tmp_path):
         finite = ~np.isnan(value)
         # cuDNN picks other convolution algorithms (and TF32 is off by default in ORT): 1e-4 relative.
         assert relative_error(cuda[key][finite], value[finite]) < 1e-4, key
+
+
+def test_extract_runs_off_the_main_thread(tmp_path, demo_clips):
+    """A service may call extract() from a worker thread, where signal handlers cannot be set."""
+    import threading
+
+    from soundnet8.engine.inputs import discover
+    from soundnet8.engine.modelfile import ensure_model
+    from soundnet8.engine.pipeline import ExtractOptions, extract
+    from soundnet8.engine.request import Request
+    from soundnet8.engine.session import Provider
+    from soundnet8.engine.store import FeatureStore
+
+    outcome = {}
+
+    def job():
+        try:
+            options = ExtractOptions(request=Request(layers=("pool5",)), provider=Provider.CPU, workers=1, progress=False)
+            outcome["summary"] = extract(discover(demo_clips[:2]), tmp_path / "t.h5", ensure_model(), options)
+        except BaseException as exc:  # reported to the test thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    with FeatureStore(tmp_path / "t.h5") as fs:
+        assert len(fs.paths) == 2

@@ -88,6 +88,29 @@ def test_sigint_mid_run_exits_130_keeps_the_work_and_a_rerun_completes(clips, re
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_job_exits_143_keeps_the_work_and_a_rerun_completes(clips, reference, onnx_path, tmp_path):
+    """What a scheduler does (SLURM's scancel or time limit, Kubernetes): SIGTERM to every process of
+    the job, then SIGKILL after a grace period. The buffered clips are saved before the grace ends."""
+    store = tmp_path / "out.h5"
+    proc = start(extract_args([clips], store, onnx_path, *JOB))
+    try:
+        wait_for(lambda: len(segments(store)) >= 2, 120, "two segments", proc)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        kill_group(proc.pid)
+    assert proc.returncode == 143, err
+    assert took < 10, f"exit took {took:.1f} s"
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    assert group_gone_within(proc.pid, 5) == []
+    kept, _, _ = rows(store)  # the store is consolidated: it holds what was done
+    assert 8 <= len(kept) < 48 and segments(store) == []
+    resume_and_compare(clips, store, onnx_path, reference)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["mid-run", "consolidate", "consolidated"])
 def test_sigkill_then_resume_gives_every_clip_once(point, clips, reference, onnx_path, tmp_path):
     """mid-run: segments on disk; consolidate: STORE.h5.tmp complete, not yet published;
@@ -114,9 +137,13 @@ def test_sigkill_then_resume_gives_every_clip_once(point, clips, reference, onnx
 @pytest.mark.slow
 def test_a_second_extract_on_the_same_store_fails_at_once(clips, reference, onnx_path, tmp_path):
     store = tmp_path / "out.h5"
-    first = start(extract_args([clips], store, onnx_path, *JOB))
+    marker = tmp_path / "holding"
+    # the first run holds the store, paused before publishing it, for as long as the second needs
+    env = {**os.environ, "SOUNDNET8_TEST_PAUSE_AT": "consolidate", "SOUNDNET8_TEST_PAUSE_MARKER": str(marker),
+           "SOUNDNET8_TEST_PAUSE_SECONDS": "40"}
+    first = start(extract_args([clips], store, onnx_path, *JOB), env=env)
     try:
-        wait_for(lambda: segments(store), 120, "the first run's first segment", first)
+        wait_for(marker.exists, 180, "the first run holding the store", first)
         t0 = time.monotonic()
         second = run(extract_args([clips], store, onnx_path, *JOB))
         took = time.monotonic() - t0

@@ -38,7 +38,9 @@ pytestmark = [requires_shared(ESC50_AUDIO), requires_shared(ESC50_META), pytest.
 N_ESC50 = 30
 RAY_ARGS = ["--backend", "ray", "--actors", "2", "--cpus-per-actor", "2.5", "--segment-rows", "4",
             "--progress", "log"]
-ATTRS_OF_THE_RUN = {"created", "updated", "layout", "backend"}
+# provenance of the run, not of the features: graph_variant is each machine's (and thread count's)
+# fastest graph, so actors with --cpus-per-actor threads may time another winner than 1-thread workers
+ATTRS_OF_THE_RUN = {"created", "updated", "layout", "backend", "graph_variant"}
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +195,8 @@ def test_driver_killed_resumes_with_every_clip_once(cluster, manifest, local_sto
     finally:
         driver.kill()
         driver.wait(timeout=60)
-    assert not out.exists()  # killed before consolidation: only segments were written
+    # usually killed before consolidation (only segments on disk); on a slow machine it may have got
+    # further: either way the same command must complete the store with every clip once
     resumed = run_cli(manifest, out, cluster)
     # the bad files may have been recorded by the killed run (then skipped) or by this one
     failed = int(re.search(r"(\d+) failed", resumed.stdout).group(1))

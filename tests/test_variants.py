@@ -88,24 +88,6 @@ def test_a_store_resumes_across_variants_and_keeps_both_as_provenance(model, pla
         assert relative_error(got[key][finite], want[key][finite]) <= TOLERANCE, key
 
 
-def test_auto_on_a_resumed_store_keeps_its_variant_so_resume_is_bit_identical(model, tmp_path):
-    clips = bundled_clips()
-    whole, resumed = tmp_path / "whole.h5", tmp_path / "resumed.h5"
-    extract(discover(clips), whole, model, _options(GraphVariant.MATMUL_CONV12))
-    extract(discover(clips[:2]), resumed, model, _options(GraphVariant.MATMUL_CONV12))
-    choose_graph(model, CPU1)  # this machine's plan exists; make it name another variant
-    path = variants_dir(model) / PLANS_FILE
-    plans = json.loads(path.read_text())
-    plans[json.dumps(plan_key(CPU1), sort_keys=True)]["variant"] = GraphVariant.PLAIN.value
-    path.write_text(json.dumps(plans))
-    extract(discover(clips), resumed, model, _options(GraphVariant.AUTO))
-    want, _, want_paths = _features(whole)
-    got, attrs, paths = _features(resumed)
-    assert attrs["graph_variant"] == "matmul-conv12" and paths == want_paths
-    for key in want:
-        assert np.array_equal(got[key], want[key], equal_nan=True), key
-
-
 def test_auto_times_the_variants_once_then_reads_the_plan(model):
     first = choose_graph(model, CPU1)
     assert first.source == "timed" and set(first.seconds) == {v.value for v in VARIANTS}
@@ -175,3 +157,21 @@ def test_an_unwritable_cache_falls_back_to_the_plain_graph(model, tmp_path, monk
     choice = choose_graph(model, CPU1)
     assert choice.variant is GraphVariant.PLAIN and choice.path == model.path
     assert choice.source is ChoiceSource.FALLBACK
+
+
+def test_auto_on_a_resumed_store_keeps_its_variant_so_resume_is_bit_identical(model, tmp_path):
+    clips = bundled_clips()
+    whole, resumed = tmp_path / "whole.h5", tmp_path / "resumed.h5"
+    extract(discover(clips), whole, model, _options(GraphVariant.MATMUL_CONV12))
+    extract(discover(clips[:2]), resumed, model, _options(GraphVariant.MATMUL_CONV12))
+    choose_graph(model, CPU1)  # this machine's plan exists; make it name another variant
+    path = variants_dir(model) / PLANS_FILE
+    plans = json.loads(path.read_text())
+    plans[json.dumps(plan_key(CPU1), sort_keys=True)]["variant"] = GraphVariant.PLAIN.value
+    path.write_text(json.dumps(plans))
+    extract(discover(clips), resumed, model, _options(GraphVariant.AUTO))
+    want, _, want_paths = _features(whole)
+    got, attrs, paths = _features(resumed)
+    assert attrs["graph_variant"] == "matmul-conv12" and paths == want_paths
+    for key in want:
+        assert np.array_equal(got[key], want[key], equal_nan=True), key

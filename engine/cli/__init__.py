@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
-from ..errors import ExitCode, SoundNetError
+from ..errors import ExitCode, SoundNetError, Terminated
 from ..version import package_version
 
 HELPS: dict[str, str] = {
@@ -76,11 +78,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return ExitCode.USAGE
+    previous = _terminate_like_ctrl_c()
     try:
         return int(args._run(args))
     except SoundNetError as exc:
         print(f"soundnet8 {args.command}: error: {exc}", file=sys.stderr)
         return ExitCode.FATAL
+    except Terminated:
+        print(f"soundnet8 {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return ExitCode.TERMINATED
     except KeyboardInterrupt:
         print(f"soundnet8 {args.command}: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread; returns the
+    handler to restore (None off the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

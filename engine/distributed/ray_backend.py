@@ -28,7 +28,7 @@ from pathlib import Path
 from ..errors import SoundNetError
 from ..inputs import InputItem, InputSet
 from ..modelfile import ModelInfo
-from ..pipeline import ExtractOptions, ExtractSummary, store_settings
+from ..pipeline import ExtractOptions, ExtractSummary, resumed_graph, store_settings
 from ..progress import Progress
 from ..store import StoreWriter
 from ..store.files import StoreFiles
@@ -205,6 +205,12 @@ def _quiet_data(ray, verbose: bool) -> None:
         context.print_on_execution_start = verbose
 
 
+def _first_line(exc: BaseException) -> str:
+    """Ray's error text starts with the cause and goes on with remote tracebacks: keep the cause."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def _run(ray, todo, model, options, ray_options, spec, progress: Progress) -> dict:
     """Run the pipeline over ``todo``; return RaySummary's counts; log per-node counts."""
     _quiet_data(ray, ray_options.verbose)
@@ -242,7 +248,9 @@ def extract_ray(inputs: InputSet, store_path: str | os.PathLike, model: ModelInf
     import onnxruntime
 
     require_ray()  # fail before taking the store's lock
-    if segment_rows:
+    # a resumed store keeps its first run's graph variant on every node (bit-identical resume)
+    options = replace(options, graph=resumed_graph(store_path, options.graph, overwrite=overwrite))
+    if segment_rows is not None:
         ray_options = replace(ray_options, clips_per_segment=segment_rows)
     settings = store_settings(options, model, compression)
     run_attrs = {"provider": options.provider.value, "onnxruntime_version": onnxruntime.__version__,
@@ -258,7 +266,11 @@ def extract_ray(inputs: InputSet, store_path: str | os.PathLike, model: ModelInf
         if todo:
             spec = SegmentSpec.for_store(store_path, settings, run_attrs, inputs.class_names, inputs.meta_schema)
             with connected(ray_options) as ray, Progress(len(todo), options.progress_options()) as progress:
-                counts = _run(ray, todo, model, options, ray_options, spec, progress)
+                try:
+                    counts = _run(ray, todo, model, options, ray_options, spec, progress)
+                except ray.exceptions.RayError as exc:  # e.g. an actor that cannot load the model on a node
+                    raise SoundNetError(f"the Ray job failed ({type(exc).__name__}): {_first_line(exc)}; the "
+                                        "segments written so far are kept: re-run the same command to resume") from exc
         segments = len(StoreFiles(Path(store_path)).segments())
         merge_started = time.perf_counter()
         summary = writer.close()

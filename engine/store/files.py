@@ -196,13 +196,22 @@ class _Sink(io.RawIOBase):
         return self._raw.readinto(buffer)  # short reads (of discarded bytes) are zero-filled by h5py
 
     def write(self, data: Any) -> int:
-        n = memoryview(data).nbytes
+        view = memoryview(data).cast("B")
+        n = len(view)
+        done = 0
         if self.error is None:
             try:
-                return self._raw.write(data)
+                # an unbuffered write may be short (the disk filled part-way); h5py ignores the count,
+                # so write the rest here and call a write that makes no progress a full disk
+                while done < n:
+                    wrote = self._raw.write(view[done:])
+                    if not wrote:
+                        raise OSError(errno.ENOSPC, "short write: no space left")
+                    done += wrote
+                return n
             except OSError as exc:
                 self.error = exc
-        self._raw.seek(n, os.SEEK_CUR)  # the file is abandoned: pretend, so HDF5 carries on to close
+        self._raw.seek(n - done, os.SEEK_CUR)  # the file is abandoned: pretend, so HDF5 carries on to close
         return n
 
     def truncate(self, size: int | None = None) -> int:

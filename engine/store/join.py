@@ -11,7 +11,8 @@ inputs are only read, never changed or deleted.
   a few rows that complete the output's last chunk when it is partial (merging into an existing
   store), and its remaining (< 1,024) rows come after all those, decoded and re-encoded (see
   :func:`plan_parts`): the output's rows are not in input order (a store's row order carries no
-  meaning; paths do). An input with duplicate paths is appended whole, decoded.
+  meaning; paths do). An input sharing paths with the output or an earlier input is appended
+  whole, decoded (paths repeated inside one input are dropped by the same per-path check).
 - Each path once: a path already in ``OUT.h5`` or in an earlier input keeps its first result
   row; a path that is an error in one place and a result in another keeps the result; duplicates
   are counted and reported.
@@ -269,9 +270,10 @@ class Joiner(Merger):
 
     keeps_inputs = True
 
-    def __init__(self, files: StoreFiles, parts: Sequence[Part], existing: set[str], shard: str | None) -> None:
-        layout = _layout_of(parts[0].path)
-        super().__init__(files, parts, empty_layout=layout, empty_attrs=parts[0].attrs, class_names=None)
+    def __init__(self, files: StoreFiles, parts: Sequence[Part], existing: set[str], shard: str | None,
+                 first: SegmentHead) -> None:
+        # a new output takes the first input's layout and filters, whichever part is appended first
+        super().__init__(files, parts, empty_layout=_layout_of(first.path), empty_attrs=first.attrs, class_names=None)
         self.existing = existing  # paths (results and errors) the output held before
         self.shard = shard
         self.seen: set[str] = set()
@@ -422,7 +424,7 @@ def join_stores(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) 
         before = base.n_rows if base is not None else 0
         sources = ([base] if base is not None and (results or errors) else []) + heads
         parts = plan_parts(heads, [_result_paths(h) for h in heads], results, before)
-        joiner = Joiner(files, parts, results | errors, joined_shards([shard_of(h.attrs) for h in sources]))
+        joiner = Joiner(files, parts, results | errors, joined_shards([shard_of(h.attrs) for h in sources]), heads[0])
         result = joiner.run()
     finally:
         lock.release()
