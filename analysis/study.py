@@ -15,6 +15,7 @@ optimistic best-on-test figure is reported beside it, labelled.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .data import FeatureSpec, Labels, load_features
 from .errors import AnalysisError
 from .frames import PAPER_WINDOWS, CropProtocol, crop_rows, flatten_rows, has_frame_rate, layer_frame_rate
 from .reference import SEED_POOL5_FLATTEN, SEED_POOL5_MEAN, paper_accuracy
-from .svm import SEED_C_GRID, CVResult, FoldScores, cross_validate_svm
+from .svm import SEED_C_GRID, CVResult, FoldScores, Solver, cross_validate_svm
 from .tables import TableRow
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,12 @@ class Transform(str, enum.Enum):
 
     NONE = "none"
     SQRT = "signed sqrt"  # sign(x) * sqrt(|x|): power normalisation, tames bursty ReLU features
+    L2 = "L2 per block"  # each (layer, pool) block of a row scaled to unit norm: blocks weigh alike
+    SQRT_L2 = "signed sqrt, L2 per block"  # both, in that order (as in Fisher-vector pipelines)
 
+
+CLASSIFIER_NAMES = {Solver.NEWTON: "linear SVM", Solver.LIBLINEAR: "liblinear SVM", Solver.LOGISTIC: "logistic regression"}
+"""How a candidate's classifier is named in its protocol (the SVM, the default, is not named)."""
 
 CLIP_PROTOCOL = "clip pooled"
 """Protocol name of rows that are whole-clip pooled features (``/features``)."""
@@ -51,6 +57,7 @@ class Candidate:
     crops: CropProtocol | None = None  # None: the store's clip-level pooled features
     flatten: bool = False  # frames flattened (time x channels), the seed's first attempt
     transform: Transform = Transform.NONE
+    classifier: Solver = Solver.NEWTON  # the linear SVM, or LOGISTIC regression
 
     def __post_init__(self) -> None:
         if (self.crops is not None or self.flatten) and len(self.features.layers) != 1:
@@ -61,7 +68,9 @@ class Candidate:
     @property
     def protocol(self) -> str:
         base = FLATTEN_PROTOCOL if self.flatten else CLIP_PROTOCOL if self.crops is None else self.crops.name
-        return base if self.transform is Transform.NONE else f"{base}, {self.transform.value}"
+        if self.transform is not Transform.NONE:
+            base = f"{base}, {self.transform.value}"
+        return base if self.classifier is Solver.NEWTON else f"{base}, {CLASSIFIER_NAMES[self.classifier]}"
 
     @property
     def name(self) -> str:
@@ -93,7 +102,7 @@ def references(candidate: Candidate) -> tuple[float | None, float | None]:
     """(paper %, seed %) for the candidates the paper's Table 6 and the seed measured: one layer's
     mean over time, untransformed (and the seed's flattened pool5 frames)."""
     layer, pool = candidate.features.parts[0]
-    if len(candidate.features.parts) != 1 or candidate.transform is not Transform.NONE:
+    if len(candidate.features.parts) != 1 or candidate.transform is not Transform.NONE or candidate.classifier is not Solver.NEWTON:
         return None, None
     if candidate.flatten:
         return None, SEED_POOL5_FLATTEN if layer == "pool5" else None
@@ -165,6 +174,53 @@ def study_candidates(store, frames_store=None, layers: Sequence[str] = STUDY_LAY
     return out
 
 
+JOIN_LAYERS = ("conv4", "pool5", "conv6", "conv7")
+"""Layers whose joins are enumerated: the paper's best four."""
+
+JOIN_POOLS = (("mean", "std"), ("mean", "max", "std"))
+"""Poolings taken of every joined layer (mean+std did best per layer; max is the third pooling)."""
+
+
+def join_candidates(store, layers: Sequence[str] = JOIN_LAYERS, pool_sets: Sequence[Sequence[str]] = JOIN_POOLS) -> list[Candidate]:
+    """Every join of two or more of ``layers`` (each with one of ``pool_sets``), in both SVM and
+    power + L2 form: enumerated, so the measurement (and the honest choice) picks among them."""
+    present = [layer for layer in layers if layer in store.layers]
+    out = []
+    for transform in (Transform.NONE, Transform.SQRT_L2):
+        for pools in pool_sets:
+            for size in range(2, len(present) + 1):
+                for group in itertools.combinations(present, size):
+                    if all(p in store.pools(layer) for layer in group for p in pools):
+                        spec = FeatureSpec(tuple((layer, p) for layer in group for p in pools))
+                        out.append(Candidate(spec, transform=transform))
+    return out
+
+
+LEVER_JOINS = ("pool5:mean,std+conv6:mean,std", "conv4:mean,std+pool5:mean,std+conv6:mean,std")
+"""The best joins measured so far (77.45% and 78.05%): the levers are applied to them."""
+
+LEVER_EXTRA = (
+    "conv4:mean,std+pool5:mean,std+conv6:mean,std+conv7:mean,std",
+    "conv4:mean,max,std+pool5:mean,max,std+conv6:mean,max,std",
+    "conv6:mean",
+    "conv7:mean,std",
+)
+"""Wider joins, and single layers that may add to a fusion what the joins miss."""
+
+
+def lever_candidates(store) -> list[Candidate]:
+    """A short study of the levers on the best joins: power + L2 normalisation, logistic
+    regression, wider joins; with their decision values kept, they are the fusion's pool."""
+    best, second = (FeatureSpec.parse(text) for text in reversed(LEVER_JOINS))
+    out = [Candidate(best), Candidate(second)]  # most telling first: a cut-short run still says most
+    for spec in (best, second):
+        out += [Candidate(spec, transform=Transform.SQRT_L2), Candidate(spec, classifier=Solver.LOGISTIC)]
+    out += [Candidate(FeatureSpec.parse(text)) for text in LEVER_EXTRA]
+    out += [Candidate(spec, transform=Transform.SQRT_L2, classifier=Solver.LOGISTIC) for spec in (best, second)]
+    out += [Candidate(FeatureSpec.parse(text), classifier=Solver.LOGISTIC) for text in LEVER_EXTRA[:2]]
+    return [c for c in out if all(layer in store.layers and pool in store.pools(layer) for layer, pool in c.features.parts)]
+
+
 def unique_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
     """The candidates without repeats (same name), first occurrence kept."""
     seen: dict[str, Candidate] = {}
@@ -175,16 +231,8 @@ def unique_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 def frames_layers(store) -> tuple[str, ...]:
     """Layers with frame-level outputs in a store, as its writer recorded them (``attrs["frames"]``)."""
-    recorded = _recorded_frames(store)
+    recorded = store.frame_layers
     return tuple(layer for layer in store.layers if layer in recorded)
-
-
-def _recorded_frames(store) -> tuple[str, ...]:
-    # FeatureStore is to gain a public property naming its frame layers; until then its decoded
-    # root attributes say the same (every writer records "frames", a list of layers).
-    if hasattr(type(store), "frame_layers"):
-        return tuple(store.frame_layers)
-    return tuple(store.attrs.get("frames") or ())
 
 
 PRIMARY_LAYERS = ("pool5", "conv6", "conv7")
@@ -231,20 +279,29 @@ class Rows:
 def candidate_rows(candidate: Candidate, store, labels: Labels, frames_store=None) -> Rows:
     """The rows a candidate trains and tests on."""
     if not candidate.needs_frames:
-        rows = Rows(load_features(store, candidate.features), labels.labels, labels.folds, None)
+        blocks = [load_features(store, FeatureSpec((part,))) for part in candidate.features.parts]
+        X = np.hstack([transform_block(block, candidate.transform) for block in blocks])
+        return Rows(X, labels.labels, labels.folds, None)
+    source = frames_store if frames_store is not None else store
+    layer = candidate.features.parts[0][0]
+    data, offsets = source.frames(layer)
+    if candidate.flatten:
+        rows = Rows(flatten_rows(data, offsets), labels.labels, labels.folds, None)
     else:
-        source = frames_store if frames_store is not None else store
-        layer = candidate.features.parts[0][0]
-        data, offsets = source.frames(layer)
-        if candidate.flatten:
-            rows = Rows(flatten_rows(data, offsets), labels.labels, labels.folds, None)
-        else:
-            fps = layer_frame_rate(layer)
-            X, clip = crop_rows(data, offsets, candidate.crops, frames_per_second=fps, durations=source.durations)
-            rows = Rows(X, labels.labels[clip], labels.folds[clip], clip)
-    if candidate.transform is Transform.SQRT:
-        rows = Rows(np.sign(rows.X) * np.sqrt(np.abs(rows.X)), rows.labels, rows.folds, rows.groups)
-    return rows
+        fps = layer_frame_rate(layer)
+        X, clip = crop_rows(data, offsets, candidate.crops, frames_per_second=fps, durations=source.durations)
+        rows = Rows(X, labels.labels[clip], labels.folds[clip], clip)
+    return Rows(transform_block(rows.X, candidate.transform), rows.labels, rows.folds, rows.groups)
+
+
+def transform_block(X: np.ndarray, transform: Transform) -> np.ndarray:
+    """One feature block's rows transformed (the L2 norm is taken per row of the block)."""
+    if transform in (Transform.SQRT, Transform.SQRT_L2):
+        X = np.sign(X) * np.sqrt(np.abs(X))
+    if transform in (Transform.L2, Transform.SQRT_L2):
+        norm = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.where(norm > 0, norm, 1.0)
+    return X
 
 
 def evaluate(
@@ -255,11 +312,13 @@ def evaluate(
     frames_store=None,
     grid: Sequence[float] = SEED_C_GRID,
     n_jobs: int = 1,
+    keep_decisions: bool = False,
 ) -> Evaluation:
     rows = candidate_rows(candidate, store, labels, frames_store)
     result = cross_validate_svm(
-        rows.X, rows.labels, rows.folds, grid, groups=rows.groups, test_folds=labels.test_folds, n_jobs=n_jobs
-    )
+        rows.X, rows.labels, rows.folds, grid, groups=rows.groups, test_folds=labels.test_folds, n_jobs=n_jobs,
+        solver=candidate.classifier, keep_decisions=keep_decisions,
+    )  # fmt: skip
     log.info("%s: nested %.2f%% (%.0f s)", candidate.name, 100 * result.mean_accuracy, result.seconds)
     return Evaluation(candidate, result)
 

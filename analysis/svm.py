@@ -55,6 +55,11 @@ class Solver(str, enum.Enum):
 
     NEWTON = "newton"  # exact finite Newton along the C path (soundnet8.analysis.linear), fast
     LIBLINEAR = "liblinear"  # sklearn LinearSVC(C=C, max_iter=10000), everything else default: the seed
+    LOGISTIC = "logistic"  # sklearn LogisticRegression (multinomial, L2), warm-started along the grid
+
+
+LOGISTIC_MAX_ITER = 1000
+"""lbfgs iterations per C of the logistic regression (warm starts along the grid keep it low)."""
 
 
 class Selection(str, enum.Enum):
@@ -87,6 +92,17 @@ class FoldScores:
 
 
 @dataclass(frozen=True, eq=False)
+class Decisions:
+    """Clip decision values of one test set (an outer test fold, or an inner split) at the C chosen
+    for its outer fold: what score averaging (late fusion) of several protocols needs."""
+
+    clips: np.ndarray  # (n,) group id of each clip, sorted
+    truth: np.ndarray  # (n,) label of each clip
+    scores: np.ndarray  # (n, K) decision values, or (n,) for two classes
+    classes: np.ndarray  # (K,) the labels the scores' columns stand for
+
+
+@dataclass(frozen=True, eq=False)
 class CVResult:
     """Cross-validated accuracy of a linear SVM; one entry per test fold unless said otherwise.
 
@@ -113,6 +129,8 @@ class CVResult:
     n_rows: int  # rows (a clip's windows count separately)
     n_clips: int  # distinct clips (groups)
     n_features: int
+    decisions: dict[tuple[int, int], Decisions] | None = None  # keep_decisions: clip scores per split
+
 
     @property
     def mean_accuracy(self) -> float:
@@ -167,26 +185,38 @@ def _fit_grid(X: np.ndarray, y: np.ndarray, grid: Sequence[float], solver: Solve
     """Standardised-input models for every C of ``grid`` (X already standardised)."""
     if solver is Solver.NEWTON:
         return list(squared_hinge_path(X, y, grid))
-    from sklearn.exceptions import ConvergenceWarning
+    if solver is Solver.LOGISTIC:
+        return _logistic_path(X, y, grid)
     from sklearn.svm import LinearSVC
 
-    models = []
-    for c in grid:
-        svc = LinearSVC(C=c, max_iter=SEED_MAX_ITER)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            svc.fit(X, y)
-        models.append(
-            LinearModel(
-                classes=svc.classes_,
-                coef=np.asarray(svc.coef_, np.float64),
-                intercept=np.asarray(svc.intercept_, np.float64),
-                C=float(c),
-                n_iter=int(np.max(svc.n_iter_)),
-                converged=not any(issubclass(w.category, ConvergenceWarning) for w in caught),
-            )
-        )
-    return models
+    return [_fit_sklearn(LinearSVC(C=c, max_iter=SEED_MAX_ITER), X, y) for c in grid]
+
+
+def _fit_sklearn(estimator, X: np.ndarray, y: np.ndarray) -> LinearModel:
+    """Fit a scikit-learn linear classifier, noting whether it converged, as a LinearModel."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        estimator.fit(X, y)
+    return LinearModel(
+        classes=estimator.classes_,
+        coef=np.array(estimator.coef_, np.float64),
+        intercept=np.array(estimator.intercept_, np.float64),
+        C=float(estimator.C),
+        n_iter=int(np.max(estimator.n_iter_)),
+        converged=not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+    )
+
+
+def _logistic_path(X: np.ndarray, y: np.ndarray, grid: Sequence[float]) -> list[LinearModel]:
+    """Multinomial logistic regression for every C, fitted in increasing C from the previous
+    solution (the optimum moves little between neighbouring C), returned in grid order."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(max_iter=LOGISTIC_MAX_ITER, warm_start=True)
+    fitted = {c: _fit_sklearn(lr.set_params(C=float(c)), X, y) for c in sorted(grid)}
+    return [fitted[c] for c in grid]
 
 
 def _group_scores(model: LinearModel, X: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
@@ -221,9 +251,12 @@ class _Scored:
 
     accuracy: list[float]
     predictions: list[np.ndarray]
+    scores: list[np.ndarray] | None  # clip decision values per grid value, when kept
+    split: _Split
+    classes: np.ndarray
 
 
-def _fit_and_score(X, y, train: np.ndarray, tests: Sequence[_Split], grid, solver) -> tuple[list[_Scored], bool]:
+def _fit_and_score(X, y, train: np.ndarray, tests: Sequence[_Split], grid, solver, keep: bool) -> tuple[list[_Scored], bool]:
     """Fit the grid once on ``train`` (scaler included) and score it on each test set."""
     from sklearn.preprocessing import StandardScaler
 
@@ -232,13 +265,14 @@ def _fit_and_score(X, y, train: np.ndarray, tests: Sequence[_Split], grid, solve
     out = []
     for split in tests:
         X_test = scaler.transform(X[split.test])
-        accuracy, predictions = [], []
+        accuracy, predictions, kept = [], [], []
         for model in models:
             scores = _group_scores(model, X_test, split.test_inverse, split.test_clips.size)
             pred = predict_from_scores(model.classes, scores)
             predictions.append(pred)
             accuracy.append(float(np.mean(pred == split.test_truth)))
-        out.append(_Scored(accuracy, predictions))
+            kept.append(scores.astype(np.float32))
+        out.append(_Scored(accuracy, predictions, kept if keep else None, split, models[0].classes))
     return out, all(m.converged for m in models)
 
 
@@ -312,8 +346,8 @@ def _plan(y, folds, groups, tested: np.ndarray, nested: bool, seed: int) -> list
     return jobs
 
 
-def _run_job(X, y, job: _Job, grid, solver) -> tuple[dict[tuple[int, int], _Scored], bool]:
-    scored, ok = _fit_and_score(X, y, job.train, job.tests, grid, solver)
+def _run_job(X, y, job: _Job, grid, solver, keep: bool = False) -> tuple[dict[tuple[int, int], _Scored], bool]:
+    scored, ok = _fit_and_score(X, y, job.train, job.tests, grid, solver, keep)
     return dict(zip(job.keys, scored)), ok
 
 
@@ -386,6 +420,15 @@ def _inner_accuracy(scores: dict, tested: np.ndarray) -> tuple[tuple[float, ...]
     return tuple(out)
 
 
+def _kept_decisions(scores: dict[tuple[int, int], _Scored], tested: np.ndarray, chosen: list[int]) -> dict[tuple[int, int], Decisions]:
+    """Every split's clip scores at the C chosen for its outer fold."""
+    index = {int(f): j for f, j in zip(tested, chosen)}
+    return {
+        key: Decisions(v.split.test_clips, v.split.test_truth, v.scores[index[key[0]]], v.classes)
+        for key, v in scores.items()
+    }
+
+
 def cross_validate_svm(
     X: np.ndarray,
     y: np.ndarray,
@@ -398,6 +441,7 @@ def cross_validate_svm(
     test_folds: Sequence[int] | None = None,
     n_jobs: int = 1,
     seed: int = DEFAULT_SEED,
+    keep_decisions: bool = False,
 ) -> CVResult:
     """StandardScaler + linear SVM (LinearSVC's problem) on each test fold in turn.
 
@@ -410,6 +454,7 @@ def cross_validate_svm(
     every fold; a stated train/test split is ``folds`` 0/1 with ``test_folds=[1]``, and C is then
     chosen by a seeded stratified split of the training clips). ``n_jobs``: fits run in parallel
     (each training set is fitted once along the whole grid; 15 of them for 5 nested folds).
+    ``keep_decisions``: also return every split's clip scores at the chosen C (late fusion).
     """
     start = time.perf_counter()
     solver = Solver(solver)
@@ -420,11 +465,11 @@ def cross_validate_svm(
     nested = selection is Selection.NESTED
     jobs = _plan(y, folds, groups, tested, nested, seed)
     if n_jobs == 1 or len(jobs) == 1:
-        done = [_run_job(X, y, job, grid, solver) for job in jobs]
+        done = [_run_job(X, y, job, grid, solver, keep_decisions) for job in jobs]
     else:
         from joblib import Parallel, delayed
 
-        done = Parallel(n_jobs=n_jobs)(delayed(_run_job)(X, y, job, grid, solver) for job in jobs)
+        done = Parallel(n_jobs=n_jobs)(delayed(_run_job)(X, y, job, grid, solver, keep_decisions) for job in jobs)
     scores: dict[tuple[int, int], _Scored] = {}
     for part, _ in done:
         scores.update(part)
@@ -456,6 +501,7 @@ def cross_validate_svm(
         n_rows=int(X.shape[0]),
         n_clips=int(np.unique(groups).size),
         n_features=int(X.shape[1]),
+        decisions=_kept_decisions(scores, tested, chosen) if keep_decisions else None,
     )
 
 

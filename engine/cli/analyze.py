@@ -26,7 +26,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--C", dest="C", type=float, nargs="+", default=list(SEED_C_GRID), metavar="C",
         help="one C (fixed) or several (chosen by nested cross-validation); default: the seed's grid 1e-4..10",
     )  # fmt: skip
-    p.add_argument("--n-jobs", type=int, default=1, help="test folds fitted in parallel (default 1)")
+    p.add_argument("--n-jobs", type=int, default=None, help="fits run in parallel (default: svm 1, table the machine's cores)")
     p.add_argument("--fold-column", help="use this manifest column as folds instead of the store's")
     p.add_argument("--split-column", help="a manifest column marking test rows with 'test' (a stated train/test split)")
     p.add_argument("--n-splits", type=int, default=5, help="folds of the stratified split made when the store has none")
@@ -67,6 +67,12 @@ def _add_table(sub) -> None:
     table.add_argument("--pools", nargs="+", help="poolings (default: all)")
     table.add_argument("--no-frame-protocols", action="store_true", help="skip flatten-vs-mean and the paper's window protocol")
     table.add_argument("--study", action="store_true", help="also pooling/layer combinations, windows and augmentation, and the honest best-protocol choice")
+    table.add_argument("--study-set", choices=("full", "classic", "levers"), default="full",
+                       help="full (default): combinations, windows, every join of conv4..conv7 and the levers; classic: the first study; "
+                       "levers: power + L2, logistic regression and wider joins on the best joins")  # fmt: skip
+    table.add_argument("--only", help="evaluate only these candidates (names as in the table, joined by ';'); saved ones still count in the choice")
+    table.add_argument("--no-fusion", action="store_true", help="do not keep decision values nor choose score averages")
+    table.add_argument("--decisions-dir", type=Path, help="cache of decision values for score averaging (default DIR/decisions)")
     table.add_argument("--fresh", action="store_true", help=f"recompute everything (default: reuse the evaluations saved in DIR/{EVALUATIONS})")
 
 
@@ -94,7 +100,7 @@ def _run_svm(args: argparse.Namespace) -> int:
 
     options = SvmOptions(
         layer=args.layer, pool=args.pool, protocol=SvmProtocol(args.protocol), C=tuple(args.C), solver=Solver(args.solver),
-        seed_config=args.seed_config, n_jobs=args.n_jobs, folds=_fold_options(args),
+        seed_config=args.seed_config, n_jobs=args.n_jobs or 1, folds=_fold_options(args),
     )  # fmt: skip
     run = run_svm(args.store, frames_store_path=args.frames_store, options=options, json_path=args.json)
     result, labels = run.result, run.labels
@@ -107,16 +113,22 @@ def _run_svm(args: argparse.Namespace) -> int:
 
 
 def _run_table(args: argparse.Namespace) -> int:
-    from soundnet8.analysis.table_run import TableOptions, run_table
+    from soundnet8.analysis.fusion import fusion_note
+    from soundnet8.analysis.table_run import StudySet, TableOptions, default_jobs, run_table
 
     options = TableOptions(
-        grid=tuple(args.C), n_jobs=args.n_jobs, folds=_fold_options(args),
+        grid=tuple(args.C), n_jobs=args.n_jobs or default_jobs(), folds=_fold_options(args),
         layers=tuple(args.layers) if args.layers else None, pools=tuple(args.pools) if args.pools else None,
         frame_protocols=not args.no_frame_protocols, study=args.study, fresh=args.fresh,
+        study_set=StudySet(args.study_set), only=tuple(n.strip() for n in args.only.split(";")) if args.only else None,
+        fusion=not args.no_fusion, decisions_dir=args.decisions_dir,
     )  # fmt: skip
     result = run_table(args.store, args.out, frames_store_path=args.frames_store, options=options, echo=functools.partial(print, flush=True))
     if result.selection_note is not None:
         print(result.selection_note)
+    for fusion in result.fusions:
+        print(fusion_note(fusion))
+    print(f"{result.seconds:.0f} s")
     print(f"wrote {', '.join(str(f) for f in result.files)}")
     return ExitCode.OK
 
