@@ -66,22 +66,30 @@ def resume_and_compare(clips: Path, store: Path, onnx_path: Path, reference: Pat
     assert segments(store) == []
 
 
-@pytest.mark.slow
-def test_sigint_mid_run_exits_130_keeps_the_work_and_a_rerun_completes(clips, reference, onnx_path, tmp_path):
-    store = tmp_path / "out.h5"
+def signal_mid_run(sig: signal.Signals, clips: Path, onnx_path: Path, store: Path):
+    """Start a real extract, send ``sig`` to its whole process group once two segments are on disk;
+    returns (exit status, stderr, seconds from the signal to the exit)."""
     proc = start(extract_args([clips], store, onnx_path, *JOB))
     try:
         wait_for(lambda: len(segments(store)) >= 2, 120, "two segments", proc)
         t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets it
+        os.killpg(proc.pid, sig)
         _, err = proc.communicate(timeout=30)
         took = time.monotonic() - t0
     finally:
         kill_group(proc.pid)
-    assert proc.returncode == 130, err
+    assert group_gone_within(proc.pid, 5) == []
+    return proc.returncode, err, took
+
+
+@pytest.mark.slow
+def test_sigint_mid_run_exits_130_keeps_the_work_and_a_rerun_completes(clips, reference, onnx_path, tmp_path):
+    store = tmp_path / "out.h5"
+    # what Ctrl-C does: the whole foreground group gets SIGINT
+    returncode, err, took = signal_mid_run(signal.SIGINT, clips, onnx_path, store)
+    assert returncode == 130, err
     assert took < 10, f"exit took {took:.1f} s"
     assert "interrupted" in err and "Traceback" not in err
-    assert group_gone_within(proc.pid, 5) == []
     kept, _, _ = rows(store)  # readable, holds what was done
     assert 8 <= len(kept) < 48
     resume_and_compare(clips, store, onnx_path, reference)
@@ -92,19 +100,10 @@ def test_sigterm_to_the_job_exits_143_keeps_the_work_and_a_rerun_completes(clips
     """What a scheduler does (SLURM's scancel or time limit, Kubernetes): SIGTERM to every process of
     the job, then SIGKILL after a grace period. The buffered clips are saved before the grace ends."""
     store = tmp_path / "out.h5"
-    proc = start(extract_args([clips], store, onnx_path, *JOB))
-    try:
-        wait_for(lambda: len(segments(store)) >= 2, 120, "two segments", proc)
-        t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        took = time.monotonic() - t0
-    finally:
-        kill_group(proc.pid)
-    assert proc.returncode == 143, err
+    returncode, err, took = signal_mid_run(signal.SIGTERM, clips, onnx_path, store)
+    assert returncode == 143, err
     assert took < 10, f"exit took {took:.1f} s"
     assert "terminated (SIGTERM)" in err and "Traceback" not in err
-    assert group_gone_within(proc.pid, 5) == []
     kept, _, _ = rows(store)  # the store is consolidated: it holds what was done
     assert 8 <= len(kept) < 48 and segments(store) == []
     resume_and_compare(clips, store, onnx_path, reference)
