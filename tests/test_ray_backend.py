@@ -290,3 +290,19 @@ def test_compacted_segments_merge_raw_with_every_clip_once(tmp_path, caplog):
         means = f["features/conv7/mean"][()]
         assert all(np.array_equal(means[i], rows[p]) for i, p in enumerate(got))
         assert set(p.decode() for p in f["errors/path"][()]) == set(paths[::60])
+
+
+def test_quiet_ray_gives_the_callers_logging_and_environment_back(monkeypatch):
+    import logging as logging_
+
+    from soundnet8.engine.distributed.ray_backend import RAY_ENV, RAY_LOGGERS, quiet_ray
+
+    monkeypatch.delenv("RAY_BACKEND_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    levels = {name: logging_.getLogger(name).level for name in RAY_LOGGERS}
+    with quiet_ray(verbose=False):
+        assert os.environ["RAY_BACKEND_LOG_LEVEL"] == "fatal"  # quiet inside
+        assert all(logging_.getLogger(name).level == logging_.ERROR for name in RAY_LOGGERS)
+    assert "RAY_BACKEND_LOG_LEVEL" not in os.environ and os.environ["RAY_DEDUP_LOGS"] == "0"
+    assert {name: logging_.getLogger(name).level for name in RAY_LOGGERS} == levels
+    assert set(RAY_ENV) == {"RAY_BACKEND_LOG_LEVEL", "RAY_DEDUP_LOGS"}

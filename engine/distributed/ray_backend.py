@@ -112,11 +112,15 @@ def local_cpus() -> int:
     return cores + max(1, math.ceil(cores * DECODE_CPU_SHARE))
 
 
+RAY_ENV = ("RAY_BACKEND_LOG_LEVEL", "RAY_DEDUP_LOGS")  # what quiet_ray sets, and puts back
+
+
 @contextmanager
 def quiet_ray(verbose: bool) -> Iterator[None]:
     """Ray's loggers, C++ core logs and Python warnings kept off the terminal unless ``verbose``."""
     level = logging.INFO if verbose else logging.ERROR
     previous = {name: logging.getLogger(name).level for name in RAY_LOGGERS}
+    environment = {key: os.environ.get(key) for key in RAY_ENV}
     for name in RAY_LOGGERS:
         logging.getLogger(name).setLevel(level)
     if not verbose:  # read by the core worker and the processes a local cluster starts
@@ -130,6 +134,11 @@ def quiet_ray(verbose: bool) -> Iterator[None]:
         finally:
             for name, old in previous.items():
                 logging.getLogger(name).setLevel(old)
+            for key, value in environment.items():  # a library caller (a notebook) gets its environment back
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @contextmanager
