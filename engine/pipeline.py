@@ -373,7 +373,7 @@ def _pool(workers: int, init: tuple) -> Iterator[ProcessPoolExecutor]:
         try:
             yield pool
         except BrokenProcessPool as exc:
-            _stop(pool)
+            _stop(pool, kill=True)
             if "initializer" in str(exc):
                 raise SoundNetError("a worker process failed while starting (its error is printed above); "
                                     "the clips stored so far are kept") from exc
@@ -382,16 +382,16 @@ def _pool(workers: int, init: tuple) -> Iterator[ProcessPoolExecutor]:
                 "stored so far are kept: re-run the same command to resume (fewer --workers use less memory)"
             ) from exc
         except BaseException:
-            _stop(pool)
+            _stop(pool, kill=False)  # the workers finish their current task and exit normally
             raise
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Drop pending tasks and kill the workers: their results would be discarded anyway, and workers
-    ignore SIGTERM (the main process handles it), so the executor's own terminate() could leave one
-    blocked on a full result pipe and its shutdown waiting for ever."""
+def _stop(pool: ProcessPoolExecutor, *, kill: bool) -> None:
+    """Drop pending tasks; with ``kill``, kill the workers too. A broken pool needs it: the executor
+    then terminate()s its workers, which ignore SIGTERM (the main process handles it), so one blocked
+    on a full result pipe would keep the executor's shutdown waiting for ever."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # the stdlib keeps no public list
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
+    for process in processes if kill else ():
         with contextlib.suppress(ProcessLookupError, ValueError):  # already gone, or already closed
             process.kill()
