@@ -60,7 +60,7 @@ def _timed_loop(clip: Callable[[str, bool], float], paths: tuple[str, ...], warm
     return Stat.of(n / s for s in totals), Stat.of(n / s for s in model_totals)
 
 
-def _torch_model(threads: int):
+def torch_model(threads: int):
     import torch
 
     from soundnet8.export.model import build_model
@@ -77,7 +77,7 @@ def torch_eager(kind: InputKind, paths: tuple[str, ...], threads: int, batch_siz
 
     from .data import model_inputs
 
-    model = _torch_model(threads)
+    model = torch_model(threads)
     waveforms = model_inputs(paths, kind)
     n = -(-clips // batch_size) * batch_size
     batches = [torch.from_numpy(np.stack([waveforms[(s + i) % len(waveforms)] for i in range(batch_size)]))
@@ -117,7 +117,7 @@ def seed_style(paths: tuple[str, ...], threads: int, warmup: int, repeats: int) 
     """The seed pipeline over ``paths``, ``repeats`` times after ``warmup`` clips."""
     import torch
 
-    model = _torch_model(threads)
+    model = torch_model(threads)
     features: dict[str, dict[str, np.ndarray]] = {}
     beyond: set[str] = set()
 
@@ -180,7 +180,7 @@ def parity(model_paths: dict[str, str], paths: tuple[str, ...]) -> dict[str, dic
 
     from .data import model_inputs
 
-    model = _torch_model(1)
+    model = torch_model(1)
     errors: dict[str, dict[str, float]] = {name: {} for name in model_paths}
     for kind in InputKind:
         batch = np.stack(model_inputs(paths[:2], kind))

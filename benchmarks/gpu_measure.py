@@ -9,7 +9,7 @@ skipped, never half made):
 2. the float16 plan: whether conv1 can run in float16 on inputs in [-256, 256] (:mod:`.fp16`);
 3. model-only clips/s: cuDNN algorithm search x ``cudnn_conv1d_pad_to_nc1d`` at one batch, then the
    best of those over batch 1..64 and the length buckets, then plain ``run`` and device-resident
-   inputs against IOBinding, then the engine's MatMul graph variants (parity-checked on the device
+   inputs against IOBinding, then the engine's graph variants (parity-checked on the device
    too), then float16;
 4. end to end: ``extract()`` in the SPLIT layout, one decoding worker per CPU core.
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from soundnet8.engine import arch
 from soundnet8.engine.errors import ModelError
-from soundnet8.engine.modelfile import INPUT_NAME, GraphVariant, ModelInfo, variant_path
+from soundnet8.engine.modelfile import INPUT_NAME, VARIANTS, GraphVariant, ModelInfo, variant_path
 from soundnet8.engine.session import CPU_PROVIDER, CUDA_PROVIDER, Provider, SessionConfig, create_session
 
 from .gpu_check import RESULTS_DIR, Budget, GpuCheckError
@@ -342,9 +342,9 @@ def end_to_end(options: MeasureOptions, model_path: Path, batch: int, budget: Bu
 
 
 def graph_variants(model: ModelInfo, options: MeasureOptions, clips: list[np.ndarray]) -> tuple[dict, dict]:
-    """The engine's MatMul graph variants (files) and their parity on the device against the CPU."""
+    """The engine's other graph variants (files) and their parity on the device against the CPU."""
     paths, checks = {}, {}
-    for variant in (GraphVariant.MATMUL, GraphVariant.MATMUL_CONV12):
+    for variant in (v for v in VARIANTS if v is not GraphVariant.PLAIN):
         try:
             paths[variant] = variant_path(model, variant)
         except ModelError as exc:  # reported; the plain graph is measured all the same

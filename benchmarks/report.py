@@ -130,7 +130,7 @@ def to_markdown(results: BenchResults) -> str:
         "|---|---|---|---|---|",
     ]
     for t in results.targets:
-        goal = f"{'≤' if 'difference' in t.name else '≥'} {_fmt(t.threshold, 4) if t.threshold < 0.01 else _fmt(t.threshold)} {t.unit}"
+        goal = f"{'≥' if t.higher else '≤'} {_fmt(t.threshold, 4) if t.threshold < 0.01 else _fmt(t.threshold)} {t.unit}"
         met = {True: "yes", False: "**no**", None: "not measured"}[t.met]
         value = (_fmt(t.value, 2) if t.value is None or t.value >= 0.01 else f"{t.value:.1e}") + (t.unit if t.value is not None else "")
         lines.append(f"| {t.name} | {value} | {goal} | {met} | {t.detail} |")

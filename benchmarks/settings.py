@@ -67,6 +67,8 @@ class BenchSettings:
     matmul_size: int
     limit_threads: tuple[int, ...]  # matmul thread counts (all cores is the peak; 1 gives the per-core figure)
     cuda_batches: tuple[int, ...] = (1, 8, 32, 64)
+    job_clips: int = 200  # clips of the whole-job comparison (command vs seed-style script, start-up included)
+    startup_repeats: int = 3  # one-clip extract commands timed for the start-up figure
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -118,5 +120,5 @@ def settings_for(mode: Mode, providers: tuple[Provider, ...] = (Provider.CPU,),
         session_options=False, variants=(ModelVariant.CONV2D, ModelVariant.MM_ALL), torch_batches=(1,),
         torch_kinds=(InputKind.TILED_25S,), baseline_clips=2, e2e_clips=6,
         e2e_repeats=1, e2e_alternatives=0, scaling_clips=(), decode_clips=4, matmul_size=512, limit_threads=(cores,),
-        cuda_batches=(1, 8),
+        cuda_batches=(1, 8), job_clips=4, startup_repeats=1,
     )

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from soundnet8.engine import arch
-from soundnet8.engine.modelfile import ModelInfo
+from soundnet8.engine.modelfile import GraphVariant, ModelInfo, variant_path
 from soundnet8.engine.session import GraphOptimization, Provider
 
-from . import baselines, e2e, limit
+from . import baselines, e2e, jobs, limit
 from .data import Corpus, scaled_manifest, write_manifest
 from .machine import MachineInfo
 from .measure import Row, Skipped, Stat
@@ -38,7 +38,9 @@ ENGINE_DEFAULT = {"threads": 1, "batch": 4}
 PARITY_TOLERANCE = 1e-4
 E2E_VS_SEED_TARGET = 4.0  # benchmark issue; the extraction issue asks >= 3
 E2E_VS_SEED_TARGET_EXTRACTION = 3.0
-E2E_VS_MODEL_TARGET = 0.9
+E2E_VS_MODEL_TARGET = 0.95  # performance issue (12); the benchmark issue asked 0.9
+E2E_VS_TORCH_TARGET = 1.0  # informational: the engine end to end against PyTorch batched, model alone
+STARTUP_TARGET_S = 2.0  # a one-clip extract command, the export cached
 MODEL_VS_MATMUL_TARGET = 0.7
 GPU_E2E_TARGET = 2000.0
 
@@ -57,6 +59,7 @@ class Target:
     unit: str
     met: bool | None  # None: not measured in this run
     detail: str
+    higher: bool = True  # the goal is value >= threshold (else <=)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class _Run:
     checks: dict[str, Any] = field(default_factory=dict)
     seed_features: dict | None = None
     seed_beyond_full_scale: frozenset[str] = frozenset()
+    engine_graph: Path | None = None  # the graph variant file extract runs here (model-only references use it)
 
     def add(self, row: Row) -> Row:
         s = row.stat
@@ -324,6 +328,42 @@ def _e2e_row(run: _Run, name: str, job: e2e.E2EJob, repeats: int, before: Callab
     return row, results
 
 
+def _whole_jobs(run: _Run) -> None:
+    """The commands a user runs, start-up included: ``soundnet8 extract`` against the seed-style script on
+    the same clips (alternating pairs), and the wall time of a one-clip extract (start-up)."""
+    s = run.settings
+    subset = run.corpus.subset(s.job_clips)
+    manifest = write_manifest(subset, run.workdir / "jobs.csv")
+    jobs.warm_page_cache(subset.paths)
+    try:
+        import torch  # noqa: F401  (the seed recipe is PyTorch's)
+    except ImportError as exc:
+        run.skip("e2e", "seed-style script", f"needs torch ({exc})")
+        seed_ok = False
+    else:
+        seed_ok = True
+    walls: dict[str, list[float]] = {"extract": [], "seed": []}
+    for _ in range(s.e2e_repeats):
+        if seed_ok:
+            walls["seed"].append(jobs.seed_job(subset.paths, s.cores, run.workdir))
+        walls["extract"].append(jobs.extract_command(manifest, run.workdir / "jobs.h5", run.model.path))
+    n = len(subset)
+    run.add(Row("e2e", f"soundnet8 extract command, {n} clips, start-up included", {"config": "command", "clips": n},
+                "clips/s", Stat.of(n / w for w in walls["extract"]), {"wall_seconds": walls["extract"]}))
+    if walls["seed"]:
+        run.add(Row("e2e", f"seed-style script, {n} clips, start-up included ({s.cores}t)",
+                    {"config": "seed-job", "clips": n, "threads": s.cores}, "clips/s",
+                    Stat.of(n / w for w in walls["seed"]), {"wall_seconds": walls["seed"]}))
+        run.checks["command_vs_seed_job"] = {
+            "clips": n, "reference_clips_per_s": [n / w for w in walls["seed"]],
+            "e2e_clips_per_s": [n / w for w in walls["extract"]],
+            "ratio": Stat.of(sd / ex for sd, ex in zip(walls["seed"], walls["extract"])).to_dict()}
+    one = write_manifest(subset.subset(1), run.workdir / "one.csv")
+    startup = [jobs.extract_command(one, run.workdir / "one.h5", run.model.path) for _ in range(s.startup_repeats)]
+    run.add(Row("e2e", "start-up: soundnet8 extract of one clip (command wall)", {"config": "startup"}, "s",
+                Stat.of(startup)))
+
+
 def _e2e(run: _Run) -> None:
     s = run.settings
     corpus = run.e2e_corpus
@@ -333,8 +373,9 @@ def _e2e(run: _Run) -> None:
     # Each run is paired with the seed-style pipeline and the model-only figure of the same layout,
     # measured just before it: per-pair ratios hold while the shared machine's load drifts.
     references: dict[str, list[float]] = {"seed": [], "model": []}
-    model_job = _job(run, run.model.path, SessionSpec(Provider.CPU, ENGINE_DEFAULT["threads"]), InputKind.TILED_25S,
-                     s.cores, ENGINE_DEFAULT["batch"])
+    model_job = _job(run, run.engine_graph or run.model.path, SessionSpec(Provider.CPU, ENGINE_DEFAULT["threads"]),
+                     InputKind.TILED_25S, s.cores, ENGINE_DEFAULT["batch"])
+    jobs.warm_page_cache(corpus.paths)  # the baselines read some of these files already: level the field
 
     def reference(_: int) -> None:
         if Section.BASELINES in s.sections and run.seed_features is not None:
@@ -351,6 +392,7 @@ def _e2e(run: _Run) -> None:
                 "reference_clips_per_s": values, "e2e_clips_per_s": [r.clips_per_s for r in results],
                 "ratio": Stat.of(r.clips_per_s / v for r, v in zip(results, values)).to_dict()}
     _feature_check(run, store)
+    _whole_jobs(run)
     if s.e2e_alternatives:
         # The engine's layout again on the same smaller subset, so the alternatives compare like for like.
         subset = corpus.subset(s.e2e_alternatives)
@@ -415,7 +457,7 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
 
     def target(name, value, threshold, unit, detail, higher=True):
         met = None if value is None else (value >= threshold if higher else value <= threshold)
-        out.append(Target(name, value, threshold, unit, met, detail))
+        out.append(Target(name, value, threshold, unit, met, detail, higher))
 
     e2e_row = _first([r for r in results.find("e2e", config="engine-default")])
     seed = _first(results.find("baselines", what="seed-style"))
@@ -444,6 +486,7 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
         detail = (f"median of {len(paired['reference_clips_per_s'])} paired runs (ratios {paired['ratio']['min']:.2f}-"
                   f"{paired['ratio']['max']:.2f}); unpaired: {detail}")
     target("end to end vs model-only, same ORT configuration", ratio, E2E_VS_MODEL_TARGET, "x", detail)
+    _job_targets(results, e2e_row, target)
 
     model_rows = [r for r in results.rows if r.section in ("model", "variants") and r.params.get("provider") == "cpu"
                   and r.params.get("kind") == InputKind.TILED_25S.value and r.params.get("stage") == "raw"
@@ -482,6 +525,30 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
     return tuple(out)
 
 
+def _job_targets(results: BenchResults, e2e_row: Row | None, target: Callable) -> None:
+    """Whole commands with their start-up, PyTorch batched, and the start-up itself."""
+    command = _first(results.find("e2e", config="command"))
+    seed_job = _first(results.find("e2e", config="seed-job"))
+    paired = results.checks.get("command_vs_seed_job")
+    ratio = paired["ratio"]["median"] if paired else None
+    detail = (f"{paired['clips']} clips, wall times from interpreter start: median {command.stat.median:.1f} vs "
+              f"{seed_job.stat.median:.1f} clips/s (pair ratios {paired['ratio']['min']:.2f}-{paired['ratio']['max']:.2f})"
+              if paired and command and seed_job else "not measured")
+    target("soundnet8 extract vs seed-style script, start-up included", ratio, E2E_VS_SEED_TARGET, "x", detail)
+
+    torch_rows = [r for r in results.find("baselines", what="torch-eager", kind=InputKind.TILED_25S.value)]
+    best = max(torch_rows, key=lambda r: r.stat.median) if torch_rows else None
+    ratio = e2e_row.stat.median / best.stat.median if e2e_row and best else None
+    target("end to end vs PyTorch batched (model alone, best layout on these cores)", ratio, E2E_VS_TORCH_TARGET, "x",
+           f"{e2e_row.stat.median:.1f} vs {best.stat.median:.1f} clips/s ({best.name})" if ratio else "not measured")
+
+    startup = _first(results.find("e2e", config="startup"))
+    target("start-up: soundnet8 extract of one clip (command wall, export cached)",
+           startup.stat.median if startup else None, STARTUP_TARGET_S, " s",
+           f"median of {len(startup.stat.values)} (min {startup.stat.min:.2f}, max {startup.stat.max:.2f})"
+           if startup else "not measured", higher=False)
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 def graph_check(model: ModelInfo) -> dict[str, Any]:
@@ -502,6 +569,7 @@ def run_suite(settings: BenchSettings, machine: MachineInfo, model: ModelInfo, c
         state = _Run(settings, model, corpus, Path(workdir or tmp))
         if Section.E2E in settings.sections:  # the end-to-end figures run the engine's chosen graph
             state.checks["graph_variant"] = graph_check(model)
+            state.engine_graph = variant_path(model, GraphVariant(state.checks["graph_variant"]["variant"]))
         # Baselines before e2e: the store is checked against the seed pipeline's features.
         order = [Section.LIMIT, Section.MODEL, Section.VARIANTS, Section.BASELINES, Section.E2E]
         for section in order:

@@ -51,6 +51,8 @@ class GraphVariant(enum.Enum):
     PLAIN = "plain"  # the export itself
     MATMUL = "matmul"  # conv1 (+ pool) and the heads as MatMuls
     MATMUL_CONV12 = "matmul-conv12"  # conv1, conv2 (+ pools) and the heads as MatMuls
+    MATMUL_NCHWC = "matmul-nchwc"  # conv1 (+ pool) and the heads as MatMuls, conv2..conv7 as 2-D (NCHWc) convs
+    NCHWC = "nchwc"  # conv1..conv7 as 2-D (NCHWc) convs, the heads as one MatMul
 
 
 VARIANTS: tuple[GraphVariant, ...] = tuple(v for v in GraphVariant if v is not GraphVariant.AUTO)

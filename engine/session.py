@@ -193,7 +193,7 @@ def plan_key(config: SessionConfig) -> dict:
     model, isa = cpu_identity()
     return {"cpu": model, "isa": list(isa), "cores": os.cpu_count() or 1, "onnxruntime": onnxruntime.__version__,
             "threads": config.intra_op_threads, "provider": resolve_provider(config.provider).value,
-            "samples": TUNE_SAMPLES}
+            "samples": TUNE_SAMPLES, "variants": [v.value for v in VARIANTS]}  # a new variant is timed too
 
 
 def read_plans(model: ModelInfo) -> dict:

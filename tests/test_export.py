@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from soundnet8.engine import arch
 from soundnet8.engine.errors import WeightsError
-from soundnet8.engine.modelfile import OPSET, WEIGHTS_SHA256
+from soundnet8.engine.modelfile import OPSET, VARIANTS, WEIGHTS_SHA256, GraphVariant
 
 from .conftest import relative_error
 
@@ -261,7 +261,7 @@ def variant_files(onnx_path, tmp_path_factory):
     return write_variants(onnx_path, tmp_path_factory.mktemp("variants"))
 
 
-@pytest.mark.parametrize("variant", ["matmul", "matmul-conv12"])
+@pytest.mark.parametrize("variant", [v.value for v in VARIANTS if v is not GraphVariant.PLAIN])
 @pytest.mark.parametrize("n_samples", [arch.MIN_SAMPLES_TRUNK, 100_001, arch.MIN_SAMPLES_HEADS, 20 * arch.SAMPLE_RATE])
 def test_every_graph_variant_matches_pytorch(variant_files, torch_model, demo_clips, variant, n_samples):
     """The graphs the engine may choose among compute the PyTorch model's outputs within the tolerance."""

@@ -26,7 +26,7 @@ from soundnet8.benchmarks.gpu_measure import (
 from soundnet8.benchmarks.gpu_report import GpuCheckResults, read_results, to_markdown, write_report
 from soundnet8.benchmarks.measure import Row, Skipped, Stat
 from soundnet8.engine import arch
-from soundnet8.engine.modelfile import GraphVariant, ensure_model
+from soundnet8.engine.modelfile import VARIANTS, GraphVariant, ensure_model
 from soundnet8.engine.session import Provider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,8 +288,8 @@ def test_measure_stage_writes_the_results_folder(tmp_path, model_path):
     assert done.parity_ok and done.folder == tmp_path / "res"
     data = read_results(done.folder)
     assert data["device"] == "cpu" and data["parity"]["ok"] and data["model"]
-    assert data["graph_parity"]["matmul"]["ok"] and data["graph_parity"]["matmul-conv12"]["ok"]
-    assert {r["params"]["graph"] for r in data["model"]} == {"plain", "matmul", "matmul-conv12"}
+    assert all(data["graph_parity"][v.value]["ok"] for v in VARIANTS if v is not GraphVariant.PLAIN)
+    assert {r["params"]["graph"] for r in data["model"]} == {v.value for v in VARIANTS}
     assert data["e2e"]["clips"] == 8 and data["e2e"]["failed"] == 0 and data["e2e"]["clips_per_s"] > 0
     assert "Dry run" in (done.folder / "results.md").read_text()
 

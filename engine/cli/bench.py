@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         status = {True: "met", False: "NOT met", None: "not measured"}[t.met]
         value = "—" if t.value is None else f"{t.value:.3g}{t.unit}"
         print(f"{t.name}: {value} ({status}; {t.detail})")
+    graph = done.results.checks.get("graph_variant")
+    if graph:
+        print(f"graph variant extract runs here: {graph['variant']} ({graph['source']}; ms per call {graph['ms_per_call']})")
     print(f"results: {done.paths['json'].parent} ({', '.join(p.name for p in done.paths.values())}) "
           f"in {done.results.seconds:.0f} s")
     return ExitCode.OK
