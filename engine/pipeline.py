@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from .audio import Clip, Preprocessing, info, iter_blocks, load, model_length
+from .audio import Clip, PreparedClip, Preprocessing, info, iter_blocks, load_prepared
 from .errors import AudioError, SoundNetError
 from .inputs import InputItem, InputSet
 from .lifecycle import die_with_parent
@@ -90,7 +90,7 @@ class ExtractSummary:
 # --- what a worker does ------------------------------------------------------------------------
 
 Task = list[tuple[int, str]]  # (input index, path): workers get paths, never arrays or metadata
-Outcome = tuple[int, "ClipResult | ClipError | Clip"]
+Outcome = tuple[int, "ClipResult | ClipError | Clip | PreparedClip | None"]  # None: a long file, to stream
 
 
 def _error(path: str, exc: Exception) -> ClipError:
@@ -124,23 +124,25 @@ class Worker:
         return cls(preprocessing, Runner(create_session(model_path, config or SessionConfig()), request,
                                          batch_size=batch_size))
 
-    def _is_long(self, path: str) -> bool:
-        header = info(path)
-        return model_length(header.frames, header.rate, self.preprocessing) > LONG_INPUT
-
-    def decode(self, task: Task) -> list[Outcome]:
-        """SPLIT layout: decode only (long files are left to the main process, which streams them)."""
+    def _prepared(self, task: Task) -> list[Outcome]:
+        """Each file opened once: its untiled model input, None when long (left to streaming), or its error."""
         out: list[Outcome] = []
         for index, path in task:
             try:
-                out.append((index, None if self._is_long(path) else load(path, self.preprocessing)))
+                out.append((index, load_prepared(path, self.preprocessing, max_samples=LONG_INPUT)))
             except Exception as exc:  # recorded under /errors, never fatal for the job
                 out.append((index, _error(path, exc)))
         return out
 
+    def decode(self, task: Task) -> list[Outcome]:
+        """SPLIT layout: decode only (long files are left to the main process, which streams them)."""
+        return [(index, value.clip() if isinstance(value, PreparedClip) else value)
+                for index, value in self._prepared(task)]
+
     def process(self, task: Task) -> list[Outcome]:
-        """FUSED layout: decode, run the model and pool, for every clip of the task."""
-        return self.run_clips(task, self.decode(task))
+        """FUSED layout: decode, run the model and pool, for every clip of the task (tiled straight
+        into the model's batch buffer)."""
+        return self.run_clips(task, self._prepared(task))
 
     def _long(self, path: str) -> ClipResult:
         assert self.runner is not None
@@ -154,7 +156,7 @@ class Worker:
         assert runner is not None, "a decode-only worker cannot run the model"
         paths = dict(task)
         out: list[Outcome] = []
-        clips: list[tuple[int, Clip]] = []
+        clips: list[tuple[int, Clip | PreparedClip]] = []
         for index, value in decoded:
             if isinstance(value, ClipError):
                 out.append((index, value))

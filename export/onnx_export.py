@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from soundnet8.engine.modelfile import (
 )
 from soundnet8.engine.version import package_version
 
+from .variants import save_atomically
 from .weights import Weights, category_names, load_weights
 
 log = logging.getLogger(__name__)
@@ -169,14 +169,7 @@ def export_onnx(path: str | os.PathLike, weights: Weights | None = None, *, conv
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = build_onnx(weights, conv2d=conv2d)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_atomically(model, path)
     log.debug("exported SoundNet8 to %s (opset %d, weights sha256 %s…)", path, OPSET, model_meta_sha(model))
     return path
 

@@ -300,17 +300,21 @@ def write_variants(source: str | os.PathLike, folder: str | os.PathLike,
     for variant in variants:
         if variant is GraphVariant.PLAIN:
             continue
-        target = folder / variant_file_name(variant)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=target.name, suffix=".partial")
-        os.close(fd)
-        try:
-            onnx.save(build_variant(model, variant), tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        out[variant] = target
+        out[variant] = save_atomically(build_variant(model, variant), folder / variant_file_name(variant))
     return out
+
+
+def save_atomically(model: onnx.ModelProto, target: Path) -> Path:
+    """``model`` written to ``target`` through a temporary file beside it: readers see the whole file or none."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".partial")
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
