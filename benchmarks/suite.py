@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from soundnet8.engine import arch
-from soundnet8.engine.modelfile import GraphVariant, ModelInfo, variant_path
+from soundnet8.engine.modelfile import VARIANTS, GraphVariant, ModelInfo, variant_path
 from soundnet8.engine.session import GraphOptimization, Provider
 
 from . import baselines, e2e, jobs, limit
@@ -226,6 +226,20 @@ def _variant_layouts(run: _Run) -> list[tuple[int, int, int]]:
     return layouts
 
 
+GRAPH_PREFIX = "graph-"  # rows of the engine's own graph variants (export/variants.py), e.g. graph-nchwc
+
+
+def _engine_graphs(run: _Run) -> dict[str, Path]:
+    """The graph variants ``extract`` chooses among (all but ``plain``, which is the conv1d row)."""
+    return {f"{GRAPH_PREFIX}{v.value}": variant_path(run.model, v) for v in VARIANTS if v is not GraphVariant.PLAIN}
+
+
+def _chosen_graph(checks: dict[str, Any]) -> str | None:
+    """The row name (variant param) of the graph extract runs here, from the run's checks."""
+    graph = checks.get("graph_variant")
+    return graph and ("conv1d" if graph["variant"] == GraphVariant.PLAIN.value else f"{GRAPH_PREFIX}{graph['variant']}")
+
+
 def _variants(run: _Run) -> None:
     """Every candidate as an arm of one interleaved job per layout: ratios to the engine's model are
     taken round by round, so they hold even while the machine's load changes."""
@@ -240,6 +254,7 @@ def _variants(run: _Run) -> None:
             continue
         files[variant] = made.path
         run.checks.setdefault("variant_files", {})[variant.value] = made.note
+    graphs = _engine_graphs(run)
     for index, (workers, threads, batch) in enumerate(_variant_layouts(run)):
         tag = f"{workers}w x {threads}t b{batch}"
         base = SessionSpec(Provider.CPU, threads)
@@ -249,6 +264,9 @@ def _variants(run: _Run) -> None:
             if variant is ModelVariant.CONV1D or (index > 0 and variant is not ModelVariant.MM_ALL):
                 continue
             arms.append((Arm(variant.value, str(path), base), {"variant": variant.value, "experiment": "model"}))
+        for name, path in graphs.items():  # what extract chooses among (at the other layout: the chosen one)
+            if index == 0 or name == _chosen_graph(run.checks):
+                arms.append((Arm(name, str(path), base), {"variant": name, "experiment": "model"}))
         for level in s.graph_levels:
             if level is not GraphOptimization.ALL and index == 0:  # ALL is the baseline
                 arms.append((Arm(f"graph opt {level.value}", str(run.model.path), SessionSpec(Provider.CPU, threads, level)),
@@ -267,23 +285,27 @@ def _variants(run: _Run) -> None:
         for (arm, params), res in zip(arms, results[1:]):
             _row_of(run, job, res, f"{arm.label} {tag}", "variants", spec=arm.spec, **params)
     try:
-        errors = isolated(baselines.parity, {v.value: str(p) for v, p in files.items()}, run.pool_paths)
+        errors = isolated(baselines.parity, {**{v.value: str(p) for v, p in files.items()},
+                                              **{k: str(p) for k, p in graphs.items()}}, run.pool_paths)
     except ImportError as exc:
         run.skip("variants", "parity vs PyTorch", f"needs torch ({exc})")
         return
     run.checks["parity_vs_torch"] = {name: {"max": max(e.values()), "per_output": e} for name, e in errors.items()}
 
 
+def _torch_or_skip(run: _Run, section: str, what: str) -> bool:
+    """Whether torch (an optional extra) is here; without it ``what`` is recorded as skipped."""
+    try:
+        import torch  # noqa: F401  (the baselines and the seed recipe are PyTorch's)
+    except ImportError as exc:
+        run.skip(section, what, f"needs torch ({exc})")
+        return False
+    return True
+
+
 def _baselines(run: _Run) -> None:
     s = run.settings
-    try:
-        import torch  # noqa: F401  (the baselines are PyTorch's)
-    except ImportError as exc:
-        run.skip("baselines", "PyTorch baselines", f"needs torch ({exc})")
-        torch_ok = False
-    else:
-        torch_ok = True
-    if torch_ok:
+    if _torch_or_skip(run, "baselines", "PyTorch baselines"):
         for kind in s.torch_kinds:
             for threads in s.threads:
                 for batch in s.torch_batches:
@@ -335,13 +357,7 @@ def _whole_jobs(run: _Run) -> None:
     subset = run.corpus.subset(s.job_clips)
     manifest = write_manifest(subset, run.workdir / "jobs.csv")
     jobs.warm_page_cache(subset.paths)
-    try:
-        import torch  # noqa: F401  (the seed recipe is PyTorch's)
-    except ImportError as exc:
-        run.skip("e2e", "seed-style script", f"needs torch ({exc})")
-        seed_ok = False
-    else:
-        seed_ok = True
+    seed_ok = _torch_or_skip(run, "e2e", "seed-style script")
     walls: dict[str, list[float]] = {"extract": [], "seed": []}
     for _ in range(s.e2e_repeats):
         if seed_ok:
@@ -493,7 +509,9 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
                   and r.params.get("experiment", "model") == "model"]
     matmul = [r for r in results.find("limit", what="numpy-matmul", threads=s.cores)]
     peak = max(matmul, key=lambda r: r.stat.median) if matmul else None
+    chosen = _chosen_graph(results.checks)
     for label, rows in (("engine model", [r for r in model_rows if r.params.get("variant") == "conv1d"]),
+                        (f"the graph extract runs here, {chosen}", [r for r in model_rows if r.params.get("variant") == chosen]),
                         ("best variant", model_rows)):
         best = max(rows, key=lambda r: r.extra["gflops"]["median"]) if rows else None
         ratio = best.extra["gflops"]["median"] / peak.stat.median if best and peak else None
@@ -567,7 +585,7 @@ def run_suite(settings: BenchSettings, machine: MachineInfo, model: ModelInfo, c
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="soundnet8-bench-") as tmp:
         state = _Run(settings, model, corpus, Path(workdir or tmp))
-        if Section.E2E in settings.sections:  # the end-to-end figures run the engine's chosen graph
+        if {Section.E2E, Section.VARIANTS} & set(settings.sections):  # the graph extract runs here
             state.checks["graph_variant"] = graph_check(model)
             state.engine_graph = variant_path(model, GraphVariant(state.checks["graph_variant"]["variant"]))
         # Baselines before e2e: the store is checked against the seed pipeline's features.
