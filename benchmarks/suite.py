@@ -491,9 +491,9 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
     same = None
     if e2e_row:
         workers = e2e_row.params["workers_resolved"]
-        same = _first([r for r in results.find("model", kind=InputKind.TILED_25S.value, provider="cpu", stage="raw",
-                                               workers=workers, threads=e2e_row.params["threads"],
-                                               batch=e2e_row.params["batch"])])
+        same = _first([r for section in ("variants", "model") for r in results.find(  # the graph extract ran
+            section, kind=InputKind.TILED_25S.value, provider="cpu", stage="raw", workers=workers,
+            threads=e2e_row.params["threads"], batch=e2e_row.params["batch"], variant=_chosen_graph(results.checks) or "conv1d")])
     ratio = e2e_row.stat.median / same.stat.median if e2e_row and same else None
     detail = f"{e2e_row.stat.median:.1f} vs {same.stat.median:.1f} clips/s ({same.name})" if ratio else "not measured"
     paired = results.checks.get("e2e_vs_model_paired")
