@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from soundnet8.engine import arch
-from soundnet8.engine.modelfile import VARIANTS, GraphVariant, ModelInfo, variant_path
+from soundnet8.engine.modelfile import GraphVariant, ModelInfo, variant_path
 from soundnet8.engine.session import GraphOptimization, Provider
 
 from . import baselines, e2e, jobs, limit
+from .graphs import chosen_graph, engine_graphs, graph_check
 from .data import Corpus, scaled_manifest, write_manifest
 from .machine import MachineInfo
 from .measure import Row, Skipped, Stat
@@ -226,20 +227,6 @@ def _variant_layouts(run: _Run) -> list[tuple[int, int, int]]:
     return layouts
 
 
-GRAPH_PREFIX = "graph-"  # rows of the engine's own graph variants (export/variants.py), e.g. graph-nchwc
-
-
-def _engine_graphs(run: _Run) -> dict[str, Path]:
-    """The graph variants ``extract`` chooses among (all but ``plain``, which is the conv1d row)."""
-    return {f"{GRAPH_PREFIX}{v.value}": variant_path(run.model, v) for v in VARIANTS if v is not GraphVariant.PLAIN}
-
-
-def _chosen_graph(checks: dict[str, Any]) -> str | None:
-    """The row name (variant param) of the graph extract runs here, from the run's checks."""
-    graph = checks.get("graph_variant")
-    return graph and ("conv1d" if graph["variant"] == GraphVariant.PLAIN.value else f"{GRAPH_PREFIX}{graph['variant']}")
-
-
 def _variants(run: _Run) -> None:
     """Every candidate as an arm of one interleaved job per layout: ratios to the engine's model are
     taken round by round, so they hold even while the machine's load changes."""
@@ -254,7 +241,7 @@ def _variants(run: _Run) -> None:
             continue
         files[variant] = made.path
         run.checks.setdefault("variant_files", {})[variant.value] = made.note
-    graphs = _engine_graphs(run)
+    graphs = engine_graphs(run.model)
     for index, (workers, threads, batch) in enumerate(_variant_layouts(run)):
         tag = f"{workers}w x {threads}t b{batch}"
         base = SessionSpec(Provider.CPU, threads)
@@ -265,7 +252,7 @@ def _variants(run: _Run) -> None:
                 continue
             arms.append((Arm(variant.value, str(path), base), {"variant": variant.value, "experiment": "model"}))
         for name, path in graphs.items():  # what extract chooses among (at the other layout: the chosen one)
-            if index == 0 or name == _chosen_graph(run.checks):
+            if index == 0 or name == chosen_graph(run.checks):
                 arms.append((Arm(name, str(path), base), {"variant": name, "experiment": "model"}))
         for level in s.graph_levels:
             if level is not GraphOptimization.ALL and index == 0:  # ALL is the baseline
@@ -359,10 +346,12 @@ def _whole_jobs(run: _Run) -> None:
     jobs.warm_page_cache(subset.paths)
     seed_ok = _torch_or_skip(run, "e2e", "seed-style script")
     walls: dict[str, list[float]] = {"extract": [], "seed": []}
-    for _ in range(s.e2e_repeats):
-        if seed_ok:
-            walls["seed"].append(jobs.seed_job(subset.paths, s.cores, run.workdir))
-        walls["extract"].append(jobs.extract_command(manifest, run.workdir / "jobs.h5", run.model.path))
+    for i in range(s.e2e_repeats):  # alternating which runs first within each pair
+        for side in (("seed", "extract") if i % 2 == 0 else ("extract", "seed")):
+            if side == "extract":
+                walls["extract"].append(jobs.extract_command(manifest, run.workdir / "jobs.h5", run.model.path))
+            elif seed_ok:
+                walls["seed"].append(jobs.seed_job(subset.paths, s.cores, run.workdir))
     n = len(subset)
     run.add(Row("e2e", f"soundnet8 extract command, {n} clips, start-up included", {"config": "command", "clips": n},
                 "clips/s", Stat.of(n / w for w in walls["extract"]), {"wall_seconds": walls["extract"]}))
@@ -493,7 +482,8 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
         workers = e2e_row.params["workers_resolved"]
         same = _first([r for section in ("variants", "model") for r in results.find(  # the graph extract ran
             section, kind=InputKind.TILED_25S.value, provider="cpu", stage="raw", workers=workers,
-            threads=e2e_row.params["threads"], batch=e2e_row.params["batch"], variant=_chosen_graph(results.checks) or "conv1d")])
+            threads=e2e_row.params["threads"], batch=e2e_row.params["batch"], variant=chosen_graph(results.checks) or "conv1d")
+            if r.params.get("experiment", "model") == "model"])  # not the graph-option rows of the same graph
     ratio = e2e_row.stat.median / same.stat.median if e2e_row and same else None
     detail = f"{e2e_row.stat.median:.1f} vs {same.stat.median:.1f} clips/s ({same.name})" if ratio else "not measured"
     paired = results.checks.get("e2e_vs_model_paired")
@@ -509,7 +499,7 @@ def compute_targets(results: BenchResults) -> tuple[Target, ...]:
                   and r.params.get("experiment", "model") == "model"]
     matmul = [r for r in results.find("limit", what="numpy-matmul", threads=s.cores)]
     peak = max(matmul, key=lambda r: r.stat.median) if matmul else None
-    chosen = _chosen_graph(results.checks)
+    chosen = chosen_graph(results.checks)
     for label, rows in (("engine model", [r for r in model_rows if r.params.get("variant") == "conv1d"]),
                         (f"the graph extract runs here, {chosen}", [r for r in model_rows if r.params.get("variant") == chosen]),
                         ("best variant", model_rows)):
@@ -568,16 +558,6 @@ def _job_targets(results: BenchResults, e2e_row: Row | None, target: Callable) -
 
 
 # --- entry point -----------------------------------------------------------------------------------
-
-def graph_check(model: ModelInfo) -> dict[str, Any]:
-    """The graph variant the engine runs here (one worker thread on the CPU, as extract's default), and the
-    timings it was chosen by: what every end-to-end figure of the run was made with."""
-    from soundnet8.engine.session import SessionConfig, choose_graph
-
-    choice = choose_graph(model, SessionConfig(Provider.CPU, intra_op_threads=1))
-    return {"variant": choice.variant.value, "source": choice.source.value,
-            "ms_per_call": {k: round(1000 * v, 2) for k, v in choice.seconds.items()}}
-
 
 def run_suite(settings: BenchSettings, machine: MachineInfo, model: ModelInfo, corpus: Corpus,
               workdir: Path | None = None) -> BenchResults:

@@ -449,6 +449,18 @@ def load(path: str | Path, options: Preprocessing = Preprocessing()) -> Clip:
     return clip.clip()
 
 
+def iter_model_input(
+    path: str | Path, options: Preprocessing = Preprocessing(), block_samples: int = 1 << 20
+) -> Iterator[np.ndarray]:
+    """The whole model input of ``path`` in blocks: :func:`iter_blocks`, repeated as the seed's tiling
+    repeats a clip shorter than ``options.min_samples`` (a long ``--min-seconds`` can make a tiled clip
+    long enough to be streamed; each copy decodes the file again, so memory stays a few blocks)."""
+    header = info(path)
+    n = _resampled_length(header.frames, header.rate) if _resamples(header.rate, options) else header.frames
+    for _ in range(tile_count(n, options.min_samples) if n > 0 else 1):
+        yield from iter_blocks(path, options, block_samples)
+
+
 def iter_blocks(
     path: str | Path, options: Preprocessing = Preprocessing(), block_samples: int = 1 << 20
 ) -> Iterator[np.ndarray]:

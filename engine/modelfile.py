@@ -101,10 +101,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3  # its own errors come back as the exception below
+    options.intra_op_num_threads = 1  # no thread pool for a session that never runs
+    options.add_session_config_entry("session.disable_prepacking", "1")
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own classes (Fail, InvalidProtobuf, ...): all mean "not a model"
-        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from exc
+        raise ModelError(f"{path}: ONNX Runtime cannot load it as a model ({exc})") from exc
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

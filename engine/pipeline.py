@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from .audio import Clip, PreparedClip, Preprocessing, info, iter_blocks, load_prepared
+from .audio import Clip, PreparedClip, Preprocessing, info, iter_model_input, load_prepared
 from .errors import AudioError, SoundNetError
 from .inputs import InputItem, InputSet
 from .lifecycle import die_with_parent
@@ -147,7 +147,7 @@ class Worker:
     def _long(self, path: str) -> ClipResult:
         assert self.runner is not None
         header = info(path)
-        feats = self.runner.features_windowed(iter_blocks(path, self.preprocessing))
+        feats = self.runner.features_windowed(iter_model_input(path, self.preprocessing))
         return _result(path, header.duration, header.rate, feats)
 
     def run_clips(self, task: Task, decoded: list[Outcome]) -> list[Outcome]:

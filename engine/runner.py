@@ -12,6 +12,7 @@ whole-input ones, and memory stays bounded by the window size instead of the fil
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ import numpy as np
 
 from . import arch
 from .audio import TiledWaveform
+
+BATCH_BUFFER_KEEP = 1 << 24  # float32 values (64 MiB): a larger input buffer is freed after its call
 from .modelfile import INPUT_NAME
 from .request import Pool, Request
 
@@ -105,6 +108,7 @@ class Runner:
         # One reused input buffer: a fresh (batch, 551,250) array a call cost page faults and a copy
         # (np.stack: ~0.5 ms a clip, as much as pooling).
         self._batch = np.zeros((0, 0), np.float32)
+        self._batch_lock = threading.Lock()
 
     # -- raw model ------------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -152,7 +156,10 @@ class Runner:
         for n, indices in buckets.items():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
-                outputs = self.run(self._filled([waves[i] for i in chunk], n))
+                with self._batch_lock:  # one input buffer: calls from several threads take turns
+                    outputs = self.run(self._filled([waves[i] for i in chunk], n))
+                    if self._batch.size > BATCH_BUFFER_KEEP:  # e.g. a CUDA batch of 64 long inputs
+                        self._batch = np.zeros((0, 0), np.float32)
                 for row, i in enumerate(chunk):
                     acc = self._accumulators()
                     for name, a in acc.items():

@@ -231,7 +231,9 @@ def time_last_2d(model: onnx.ModelProto, first: int) -> onnx.ModelProto:
     nodes = list(graph.node)
     outputs = {o.name for o in graph.output}
     convs = [f"/trunk.{i}/conv/Conv" for i in range(first, len(arch.TRUNK))]
-    start = next(n for n in nodes if n.name == convs[0])
+    start = next((n for n in nodes if n.name == convs[0]), None)
+    if start is None:
+        raise ValueError(f"no node {convs[0]} in the graph: not the canonical SoundNet8 export")
     source = start.input[0]
     new: list[onnx.NodeProto] = []
     renamed: dict[str, str] = {source: f"{source}_t2d"}

@@ -277,7 +277,7 @@ def test_matmul_rewrites_match_the_exported_model(onnx_path, groups):
 
 
 def test_bench_records_the_graph_variant_the_engine_runs(onnx_path, tmp_path, monkeypatch):
-    from soundnet8.benchmarks.suite import graph_check
+    from soundnet8.benchmarks.graphs import graph_check
     from soundnet8.engine.modelfile import CACHE_ENV_VAR, GRAPH_ENV_VAR, VARIANTS, model_info
 
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))

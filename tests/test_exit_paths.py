@@ -69,7 +69,10 @@ def resume_and_compare(clips: Path, store: Path, onnx_path: Path, reference: Pat
 def signal_mid_run(sig: signal.Signals, clips: Path, onnx_path: Path, store: Path):
     """Start a real extract, send ``sig`` to its whole process group once two segments are on disk;
     returns (exit status, stderr, seconds from the signal to the exit)."""
-    proc = start(extract_args([clips], store, onnx_path, *JOB))
+    # 0.3 s after each published segment: the job lasts seconds however fast the machine, so the
+    # signal lands mid-run, not after the last clip
+    env = {**os.environ, "SOUNDNET8_TEST_PAUSE_AT": "segment", "SOUNDNET8_TEST_PAUSE_SECONDS": "0.3"}
+    proc = start(extract_args([clips], store, onnx_path, *JOB), env=env)
     try:
         wait_for(lambda: len(segments(store)) >= 2, 120, "two segments", proc)
         t0 = time.monotonic()
@@ -117,6 +120,8 @@ def test_sigkill_then_resume_gives_every_clip_once(point, clips, reference, onnx
     store = tmp_path / "out.h5"
     marker = tmp_path / "paused"
     env = {**os.environ, "SOUNDNET8_TEST_PAUSE_AT": point, "SOUNDNET8_TEST_PAUSE_MARKER": str(marker)}
+    if point == "mid-run":  # slowed down as in signal_mid_run, so the kill lands before the last clip
+        env.update(SOUNDNET8_TEST_PAUSE_AT="segment", SOUNDNET8_TEST_PAUSE_SECONDS="0.3")
     proc = start(extract_args([clips], store, onnx_path, *JOB), env=env)
     try:
         if point == "mid-run":

@@ -182,3 +182,24 @@ def test_a_file_that_is_not_a_soundnet8_model_is_a_model_error(tmp_path, content
     path.write_bytes(content)
     with pytest.raises(ModelError):
         model_info(path)
+
+
+def test_a_tiled_clip_long_enough_to_stream_is_still_tiled(onnx_path, tmp_path):
+    """--min-seconds beyond the streaming threshold: the streamed input is the seed's tiling, not the
+    bare clip (10 s at 22,050 Hz with min 80 s -> 9 copies, 1,984,500 samples > LONG_INPUT)."""
+    path = tmp_path / "ten_seconds.wav"
+    sf.write(path, _tone(10.0, 22_050, 3)[:, 0], 22_050, subtype="FLOAT")
+    options = Preprocessing(min_seconds=80)
+    tiled = load(path, options).waveform
+    assert len(tiled) == 9 * 220_500 > LONG_INPUT
+    worker = Worker.build(str(onnx_path), ONE_THREAD, Request(), options, batch_size=4)
+    [(_, result)] = worker.process([(0, str(path))])
+    assert isinstance(result, ClipResult), result
+    expected = Runner(create_session(onnx_path, ONE_THREAD), Request()).features([tiled])[0].pooled
+    untiled = Runner(create_session(onnx_path, ONE_THREAD), Request()).features([load(path).waveform])[0].pooled
+    for key, want in expected.items():
+        got = result.features[key]
+        # windows vs windows over the same input: equal to float32 rounding (tolerance 1e-5 relative)
+        assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1e-12), key
+    # and the tiling matters: the bare clip's conv7 differs (so the check above can fail)
+    assert not np.allclose(result.features[("conv7", "mean")], untiled[("conv7", "mean")], rtol=1e-3, atol=1e-6)

@@ -96,7 +96,8 @@ def test_a_killed_worker_is_exit_1_with_the_work_kept(onnx_path, tmp_path):
     clips = corpus(tmp_path / "clips", 8)
     store = tmp_path / "out.h5"
     args = extract_args([clips], store, onnx_path, *FAST, "--workers", "2", "--segment-rows", "4")
-    proc = start(args)
+    # 0.3 s after each published segment: the pool is still busy when its worker is killed
+    proc = start(args, env={**os.environ, "SOUNDNET8_TEST_PAUSE_AT": "segment", "SOUNDNET8_TEST_PAUSE_SECONDS": "0.3"})
     try:
         wait_for(lambda: segments(store) and any(map(is_pool_worker, alive_in_group(proc.pid))), 120,
                  "a worker and a segment", proc)

@@ -61,7 +61,8 @@ def test_pause(point: str) -> None:
 
     $SOUNDNET8_TEST_PAUSE_AT is a comma-separated list of points (``merge``: a join's temp file is
     partly written; ``consolidate``: STORE.h5.tmp is complete, not yet published; ``consolidated``:
-    STORE.h5 is replaced, its merged segments not yet deleted). At a named
+    STORE.h5 is replaced, its merged segments not yet deleted; ``segment``: a segment was just
+    published, which with a short pause slows a small job enough for a signal to land mid-run). At a named
     point the process writes its pid to $SOUNDNET8_TEST_PAUSE_MARKER (if set) and sleeps
     $SOUNDNET8_TEST_PAUSE_SECONDS (default 60), so a test can SIGKILL it at a known moment.
     Unset (always, outside tests), it costs one environment lookup.

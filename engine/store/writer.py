@@ -26,7 +26,7 @@ from ..request import POOL_ORDER, Pool
 from ..version import package_version
 from .batch import Batch, write_file
 from .columns import ColumnSchema, ColumnType, check_meta
-from .files import TMP_SUFFIX, Lock, StoreFiles, publish, unlink
+from .files import TMP_SUFFIX, Lock, StoreFiles, publish, test_pause, unlink
 from .layout import MAX_FEATURE_CHUNK_ROWS, Layout
 from .merge import MergeResult, consolidate
 from .schema import (
@@ -394,6 +394,7 @@ class StoreWriter:
         log.debug("%s: wrote segment %s (%d rows, %d errors)", self.path, final.name, rows, errors)
         self._k += 1
         self._buffer = _Buffer()
+        test_pause("segment")  # signal tests: a short pause per segment keeps a small job running
 
     # -- finishing -------------------------------------------------------------------------
 
