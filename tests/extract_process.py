@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -40,9 +41,15 @@ def extract_args(inputs: Sequence[Path | str], store: Path, model: Path, *extra:
 
 
 def start(args: Sequence[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
-    """The command in its own session, so that its process group is its own (pgid = its pid)."""
+    """The command in its own session, so that its process group is its own (pgid = its pid), with SIGINT
+    at its default as in a terminal's foreground job: a test run started in the background (``cmd &`` in a
+    script) has SIGINT ignored, which the command would inherit and, rightly, keep."""
     return subprocess.Popen(list(args), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, **kwargs)
+                            text=True, env=env, preexec_fn=_default_sigint, **kwargs)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(args: Sequence[str], timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
