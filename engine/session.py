@@ -272,8 +272,29 @@ def choose_graph(model: ModelInfo, config: SessionConfig = SessionConfig(),
         variants_dir(model).mkdir(parents=True, exist_ok=True)
         return _time_and_cache(model, config, key)
     except OSError as exc:  # e.g. a read-only cache: run the export as it is rather than fail the job
+        earlier = _earlier_plan(model, key)
+        if earlier is not None:  # timed here before new variants were added: better than the plain graph
+            log.warning("graph variants not timed (%s): running %s, timed here earlier", exc, earlier.variant.value)
+            return earlier
         log.warning("graph variants not timed (%s): running the plain graph", exc)
         return GraphChoice(GraphVariant.PLAIN, model.path, ChoiceSource.FALLBACK)
+
+
+def _earlier_plan(model: ModelInfo, key: dict) -> GraphChoice | None:
+    """A cached plan for this machine and configuration made with another list of variants (an older
+    soundnet8), if its variant's file is in the cache: what a read-only cache can still offer."""
+    def same(other: dict) -> bool:
+        return {k: v for k, v in other.items() if k != "variants"} == {k: v for k, v in key.items() if k != "variants"}
+
+    for plan in read_plans(model).values():
+        name = plan.get("variant")
+        if not (isinstance(plan.get("key"), dict) and same(plan["key"]) and name in {v.value for v in VARIANTS}):
+            continue
+        variant = GraphVariant(name)
+        path = model.path if variant is GraphVariant.PLAIN else variants_dir(model) / f"{variant.value}.onnx"
+        if path.is_file():
+            return GraphChoice(variant, path, ChoiceSource.FALLBACK, plan.get("seconds", {}))
+    return None
 
 
 def _time_and_cache(model: ModelInfo, config: SessionConfig, key: dict) -> GraphChoice:

@@ -159,6 +159,26 @@ def test_an_unwritable_cache_falls_back_to_the_plain_graph(model, tmp_path, monk
     assert choice.source is ChoiceSource.FALLBACK
 
 
+def test_a_read_only_cache_with_a_plan_from_an_older_variant_list_uses_that_plan(model, tmp_path, monkeypatch):
+    """After an upgrade that adds variants the plan key misses; a cache that cannot be written still has
+    the variant timed earlier, which beats the plain graph."""
+    from soundnet8.engine.session import ChoiceSource
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV_VAR, str(cache))
+    folder = variants_dir(model)
+    folder.mkdir(parents=True)
+    old_key = {**plan_key(CPU1), "variants": ["plain", "matmul"]}  # what an older soundnet8 keyed it by
+    (folder / PLANS_FILE).write_text(json.dumps({json.dumps(old_key, sort_keys=True): {
+        "key": old_key, "variant": "matmul", "seconds": {"plain": 0.2, "matmul": 0.1}}}))
+    variant_path(model, GraphVariant.MATMUL)  # its file, derived while the cache was writable
+    # the plans' lock cannot be opened, as in a read-only cache (a folder in its way: root included)
+    (folder / "plans.lock").mkdir()
+    choice = choose_graph(model, CPU1)
+    assert choice.variant is GraphVariant.MATMUL and choice.source is ChoiceSource.FALLBACK
+    assert choice.path == folder / "matmul.onnx"
+
+
 def test_auto_on_a_resumed_store_keeps_its_variant_so_resume_is_bit_identical(model, tmp_path):
     clips = bundled_clips()
     whole, resumed = tmp_path / "whole.h5", tmp_path / "resumed.h5"
