@@ -163,13 +163,16 @@ def variants_dir(model: ModelInfo) -> Path:
     return cache_dir() / "variants" / model.sha256[:16]
 
 
-def variant_path(model: ModelInfo, variant: GraphVariant) -> Path:
-    """The ONNX file of ``variant`` of ``model``, derived the first time it is asked for."""
+def variant_file(model: ModelInfo, variant: GraphVariant) -> Path:
+    """Where the ONNX file of ``variant`` of ``model`` lives (it may not be derived yet)."""
     if variant is GraphVariant.AUTO:
         raise ValueError("resolve AUTO first (session.choose_graph)")
-    if variant is GraphVariant.PLAIN:
-        return model.path
-    target = variants_dir(model) / f"{variant.value}.onnx"
+    return model.path if variant is GraphVariant.PLAIN else variants_dir(model) / f"{variant.value}.onnx"
+
+
+def variant_path(model: ModelInfo, variant: GraphVariant) -> Path:
+    """The ONNX file of ``variant`` of ``model``, derived the first time it is asked for."""
+    target = variant_file(model, variant)
     if not target.is_file():
         derive_variants(model, (variant,))
     return target

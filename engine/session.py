@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import ModelError
 from .modelfile import (
-    INPUT_NAME, VARIANTS, GraphVariant, ModelInfo, derive_variants, forced_variant, variant_path, variants_dir,
+    INPUT_NAME, VARIANTS, GraphVariant, ModelInfo, derive_variants, forced_variant, variant_file, variant_path, variants_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -290,10 +290,9 @@ def _earlier_plan(model: ModelInfo, key: dict) -> GraphChoice | None:
         name = plan.get("variant")
         if not (isinstance(plan.get("key"), dict) and same(plan["key"]) and name in {v.value for v in VARIANTS}):
             continue
-        variant = GraphVariant(name)
-        path = model.path if variant is GraphVariant.PLAIN else variants_dir(model) / f"{variant.value}.onnx"
+        path = variant_file(model, GraphVariant(name))
         if path.is_file():
-            return GraphChoice(variant, path, ChoiceSource.FALLBACK, plan.get("seconds", {}))
+            return GraphChoice(GraphVariant(name), path, ChoiceSource.FALLBACK, plan.get("seconds", {}))
     return None
 
 
